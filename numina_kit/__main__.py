@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from numina_kit.errors import InputError
+
 
 COMMANDS = {
     "evaluate": ("numina_kit.evaluate", "run SC-TIR over a problem set with reference answers and report accuracy"),
@@ -27,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m numina_kit {name}", description=help_)
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(rest)) or 0)
+    try:
+        return int(module.run(parser.parse_args(rest)) or 0)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
