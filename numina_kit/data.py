@@ -1,16 +1,25 @@
-"""Problem sets and training data: reading problem files, and turning datasets into chat messages.
+"""Problem sets and training data: reading problem files, turning datasets into chat messages, synthetic problems.
 
 `load_problems` is the one reader of problem files for evaluation, the Kaggle local mode and TIR data generation.
 It takes JSONL, CSV or Parquet with an `id` (optional: the row number is used) and a `problem` column, and an
 optional reference `answer`, kept as the exact string the file gives (AIME/AMC files write `142.0`).
+
+`to_messages` turns a row of NuminaMath-CoT or NuminaMath-TIR (or any `problem`/`solution` file) into the chat
+messages that `numina_kit.prompts.CHAT_TEMPLATE` renders. `synthetic_problems` makes tool-integrated problems that
+a small model cannot do in its head but can write code for, each with its answer (0..999, AIMO rules) and a worked
+solution in the project's TIR format whose output block is what the code really prints.
 """
 
 import csv
 import json
+import math
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from numina_kit.errors import InputError
+from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_messages, render_output
 
 
 @dataclass(frozen=True)
@@ -75,3 +84,175 @@ def _read_rows(path: Path) -> list:
 
         return pq.read_table(path).to_pylist()
     raise InputError(f"{path}: unsupported problem file type {suffix!r} (use .jsonl, .csv or .parquet)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# NuminaMath-CoT / NuminaMath-TIR rows -> chat messages
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def to_messages(row: dict) -> list[dict[str, str]]:
+    """One user turn and one assistant turn for a dataset row, whichever schema it has.
+
+    NuminaMath-CoT (`source, problem, solution, messages`) and NuminaMath-TIR (`problem, solution, messages`) carry
+    `messages`; other files may give only `problem` and `solution`. System turns are dropped (Numina rendered them as
+    empty text), and a row without exactly one non-empty user and assistant turn raises `InputError`.
+    """
+    messages = row.get("messages")
+    if messages:
+        turns = [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+        roles = [m.get("role") for m in turns]
+        if roles != ["user", "assistant"] or not all(isinstance(m.get("content"), str) for m in turns):
+            raise InputError(f"row {row.get('id', '?')}: expected one user and one assistant message, got {roles}")
+        problem, solution = turns[0]["content"], turns[1]["content"]
+    else:
+        problem, solution = row.get("problem"), row.get("solution")
+    if not isinstance(problem, str) or not problem.strip():
+        raise InputError(f"row {row.get('id', '?')}: no problem text (needs 'messages' or 'problem'/'solution')")
+    if not isinstance(solution, str) or not solution.strip():
+        raise InputError(f"row {row.get('id', '?')}: no solution text (needs 'messages' or 'problem'/'solution')")
+    return render_messages(problem, solution)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Synthetic tool-integrated problems
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticProblem:
+    """A generated problem, its reference answer (an int in 0..999) and a worked TIR solution."""
+
+    id: str
+    kind: str
+    problem: str
+    answer: int
+    code: str
+    solution: str
+
+    def to_row(self) -> dict:
+        """The JSONL row: `load_problems` reads `id/problem/answer`, SFT reads `messages`."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "problem": self.problem,
+            "answer": str(self.answer),
+            "solution": self.solution,
+            "messages": render_messages(self.problem, self.solution),
+        }
+
+
+# Each kind draws its numbers and returns (problem, code); the answer is what the code prints, so the output block is
+# never made up. Solutions are deliberately rigid (one sentence, one print, copy the output into \boxed) so that a
+# model of a few hundred thousand parameters can learn them.
+def _product(rng: random.Random) -> tuple[str, str]:
+    a, b = rng.randint(1000, 99999), rng.randint(1000, 99999)
+    return f"What is the remainder when ${a} \\times {b}$ is divided by $1000$?", f"print({a} * {b} % 1000)"
+
+
+def _power(rng: random.Random) -> tuple[str, str]:
+    b, e = rng.randint(2, 99), rng.randint(10, 999)
+    return f"What is the remainder when ${b}^{{{e}}}$ is divided by $1000$?", f"print(pow({b}, {e}, 1000))"
+
+
+def _digit_sum(rng: random.Random) -> tuple[str, str]:
+    b, e = rng.randint(2, 29), rng.randint(10, 59)
+    return f"What is the sum of the digits of ${b}^{{{e}}}$?", f"print(sum(int(d) for d in str({b} ** {e})))"
+
+
+def _binomial(rng: random.Random) -> tuple[str, str]:
+    n = rng.randint(20, 99)
+    k = rng.randint(2, n - 2)
+    code = f"from math import comb\nprint(comb({n}, {k}) % 1000)"
+    return f"What is the remainder when $\\binom{{{n}}}{{{k}}}$ is divided by $1000$?", code
+
+
+def _multiples(rng: random.Random) -> tuple[str, str]:
+    n, (p, q) = rng.randint(100, 999), rng.sample(range(2, 20), 2)
+    code = f"print(sum(1 for k in range(1, {n} + 1) if k % {p} == 0 or k % {q} == 0))"
+    return f"How many integers from $1$ to ${n}$ are divisible by ${p}$ or ${q}$?", code
+
+
+SYNTHETIC_KINDS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "product": _product,
+    "power": _power,
+    "digit_sum": _digit_sum,
+    "binomial": _binomial,
+    "multiples": _multiples,
+}
+
+
+def _evaluate(code: str) -> str:
+    """What `code` prints: the real output, computed in-process (the kinds above are pure arithmetic)."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        exec(code, {"__name__": "__synthetic__", "math": math})  # only our own templates above reach here
+    return buffer.getvalue().strip()
+
+
+def render_tir_solution(code: str, output: str) -> str:
+    """The worked solution: one sentence, the code block, its output block, and the output copied into \\boxed.
+
+    It opens with a newline so that the space closing `render_prompt` stays a token of its own: byte-level BPE
+    tokenizers glue a space to the word after it, and a prompt ending in a lone space would then never occur in
+    training.
+    """
+    return (
+        f"\nWe compute it with Python.\n{CODE_START}{code}\n{CODE_END}{OUTPUT_START}{render_output(output)}"
+        f"The answer is $\\boxed{{{output}}}$."
+    )
+
+
+def synthetic_problems(
+    n: int, *, seed: int = 0, kinds: tuple[str, ...] | None = None, exclude: set[str] | None = None
+) -> list[SyntheticProblem]:
+    """`n` distinct synthetic TIR problems, cycling through `kinds` (all by default), reproducible from `seed`.
+
+    Problems whose text is in `exclude` are skipped, so a training set can be drawn disjoint from a held-out set.
+    """
+    kinds = tuple(kinds or SYNTHETIC_KINDS)
+    unknown = [k for k in kinds if k not in SYNTHETIC_KINDS]
+    if unknown:
+        raise InputError(f"unknown synthetic kind(s) {unknown}; choose from {sorted(SYNTHETIC_KINDS)}")
+    rng = random.Random(seed)
+    seen = set(exclude or ())
+    problems: list[SyntheticProblem] = []
+    for kind in _cycle(kinds, n, rng):
+        for _ in range(100):
+            text, code = SYNTHETIC_KINDS[kind](rng)
+            if text not in seen:
+                break
+        else:
+            raise InputError(f"could not draw {n} distinct {kind!r} problems; ask for fewer")
+        seen.add(text)
+        output = _evaluate(code)
+        problems.append(
+            SyntheticProblem(
+                id=f"synthetic-{seed}-{len(problems)}",
+                kind=kind,
+                problem=text,
+                answer=int(output),
+                code=code,
+                solution=render_tir_solution(code, output),
+            )
+        )
+    return problems
+
+
+def _cycle(kinds: tuple[str, ...], n: int, rng: random.Random) -> Iterator[str]:
+    order = [kinds[i % len(kinds)] for i in range(n)]
+    rng.shuffle(order)
+    yield from order
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    """Write `rows` as JSONL (creating the folder), for synthetic sets and KTO data."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

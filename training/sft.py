@@ -1,0 +1,134 @@
+"""Supervised fine-tuning with TRL's SFTTrainer, driven by a YAML recipe (NuminaMath's two stages, or the tiny demo).
+
+Usage:
+
+    # The tiny demo model, from scratch on CPU (a few minutes on 2 cores):
+    python training/sft.py --config training/recipes/tiny/sft.yaml --output_dir models/tiny-tir
+
+    # NuminaMath-7B-TIR on 8x H100: stage 1 (CoT), then stage 2 (TIR) from stage 1's output:
+    accelerate launch --config_file training/recipes/accelerate_configs/zero3.yaml \\
+        training/sft.py --config training/recipes/deepseek-math-7b/stage1_cot.yaml
+    accelerate launch --config_file training/recipes/accelerate_configs/zero3.yaml \\
+        training/sft.py --config training/recipes/deepseek-math-7b/stage2_tir.yaml
+
+Any recipe key can be overridden on the command line (`--learning_rate 1e-5`); a misspelt key is an error.
+`dataset_name` is a local JSONL/Parquet file, a dataset id, or `synthetic` (numina_kit.data's TIR problems).
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from components import (
+    RECIPES,
+    DataArguments,
+    ScratchModelArguments,
+    get_model,
+    get_tokenizer,
+    load_rows,
+    render_texts,
+    resolve_chat_template,
+    scratch_tokenizer_and_model,
+)
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+
+from numina_kit.data import to_messages
+from numina_kit.demo import EOS
+from numina_kit.errors import InputError
+from numina_kit.prompts import render_example
+
+
+logger = logging.getLogger(__name__)
+
+
+def main(
+    data_args: DataArguments,
+    training_args: SFTConfig,
+    model_args: ModelConfig,
+    scratch_args: ScratchModelArguments,
+) -> Path:
+    """Train and save the model to `training_args.output_dir`; returns that folder."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+
+    ###############
+    # Load dataset
+    ###############
+    raw = load_rows(data_args)
+    chat_template = resolve_chat_template(training_args.chat_template_path)
+    # SFTTrainer would apply the file itself; the template is already set on the tokenizer below.
+    training_args.chat_template_path = None
+
+    ################
+    # Model and tokenizer
+    ################
+    if scratch_args.from_scratch:
+        train_rows = raw[data_args.dataset_train_split]
+        texts = [render_example(m[0]["content"], m[1]["content"], EOS) for m in map(to_messages, train_rows)]
+        tokenizer, model = scratch_tokenizer_and_model(scratch_args, texts, chat_template, training_args.seed)
+        logger.info("from scratch: %d tokens, %.2fM parameters", len(tokenizer), model.num_parameters() / 1e6)
+    else:
+        if not model_args.model_name_or_path:
+            raise InputError("no model: set model_name_or_path (or from_scratch: true)")
+        tokenizer = get_tokenizer(model_args, chat_template, trust_remote_code=training_args.trust_remote_code)
+        model_init_kwargs = dict(
+            revision=model_args.model_revision,
+            trust_remote_code=training_args.trust_remote_code,
+            attn_implementation=model_args.attn_implementation,
+            dtype=model_args.dtype,
+            **(training_args.model_init_kwargs or {}),
+        )
+        model = get_model(model_args, tokenizer, model_init_kwargs)
+    dataset = {split: render_texts(rows, tokenizer) for split, rows in raw.items()}
+
+    ###############
+    # Train
+    ###############
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = dataset.get(data_args.dataset_test_split)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset[data_args.dataset_train_split],
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+
+    ###############
+    # Save
+    ###############
+    # The tokenizer carries the chat template and pad token; generation_config stops at EOS.
+    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
+    trainer.save_model(training_args.output_dir)
+    tokenizer.save_pretrained(training_args.output_dir)
+    logger.info("model saved to %s", training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=data_args.dataset_name)
+    trainer.end()
+    return Path(training_args.output_dir)
+
+
+def make_parser() -> TrlParser:
+    """The recipe parser: TRL's script, SFT and model arguments plus our from-scratch model arguments."""
+    return TrlParser((DataArguments, SFTConfig, ModelConfig, ScratchModelArguments))
+
+
+def usage() -> str:
+    """One line naming the recipes, printed when the script is run without arguments."""
+    recipes = sorted(str(p.relative_to(RECIPES.parent.parent)) for p in RECIPES.rglob("*.yaml") if p.parent != RECIPES
+                     and "accelerate" not in p.parent.name and "kto" not in p.stem)
+    return f"usage: python training/sft.py --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 1:
+        print(usage())
+        sys.exit(2)
+    try:
+        main(*make_parser().parse_args_and_config())
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
