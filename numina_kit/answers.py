@@ -107,9 +107,9 @@ def extract_answer(text: str) -> str | None:
     rest = text[phrases[-1].end() :].lstrip(" *:")
     for opening, closing in _MATH_DELIMITERS:
         if rest.startswith(opening):
-            end = rest.find(closing, len(opening))
-            if end != -1:
-                answer = rest[len(opening) : end].strip()
+            end = re.compile(r"(?<!\\)" + re.escape(closing)).search(rest, len(opening))
+            if end:
+                answer = rest[len(opening) : end.start()].strip()
                 return answer or None
     line = rest.split("\n", 1)[0]
     line = re.split(r"\.(?=\s|$)|\bI hope\b", line, maxsplit=1)[0]
@@ -124,8 +124,14 @@ def strip_math(answer: str) -> str:
     while True:
         before = text
         for opening, closing in _MATH_DELIMITERS:
-            if text.startswith(opening) and text.endswith(closing) and len(text) >= len(opening) + len(closing):
-                text = text[len(opening) : len(text) - len(closing)].strip()
+            inner = text[len(opening) : len(text) - len(closing)]
+            if (
+                text.startswith(opening)
+                and text.endswith(closing)
+                and len(text) >= len(opening) + len(closing)
+                and not re.search(_INNER_DELIMITER[opening], inner)  # `$5$ and $6$` is two formulas
+            ):
+                text = inner.strip()
         box = _BOX.match(text)
         if box and text[box.end() : box.end() + 1] == "{":
             content = _balanced_group(text, box.end())
@@ -220,6 +226,7 @@ def is_equivalent(gold: str, candidate: str, *, timeout: float = 2.0) -> bool:
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])\s*")
 _ANSWER_PHRASE = re.compile(r"\banswer\s*(?:is\b\s*:?|:)", re.IGNORECASE)
 _MATH_DELIMITERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+_INNER_DELIMITER = {"$$": r"(?<!\\)\$", "$": r"(?<!\\)\$", "\\[": r"\\[\[\]]", "\\(": r"\\[()]"}
 _TEXT_BLOCK = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}(?:\s*\^\s*\{?\d\}?)?")
 _NUMERIC = re.compile(r"[+-]?[\d.,]+")
 _TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(\\[a-zA-Z]+|\*\*|[-+*/^(){}\[\]]))")

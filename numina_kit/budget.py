@@ -4,10 +4,14 @@ Kaggle gives AIMO-1 9 hours for 50 problems, served one at a time in an unknown 
 every problem and no clock at all (numina.md §2); the AIMO-2/3 leaders hand each problem a share of the time that
 is left (peers.md §3, §6, §12). `TimeBudget` does the latter:
 
-    deadline = now + clamp((time left - reserve) / problems left, floor, ceiling), never past (end - reserve)
+    share    = min(stretch x time left / problems left, time left - floor x (problems left - 1))
+    deadline = now + clamp(share, floor, ceiling), never past the end
 
-A problem that finishes early leaves its time to the problems after it; one that overruns its deadline (by the
-round running when the deadline passed) takes it from them. The reserve absorbs the overrun of the last problems
+where "time left" runs to the end of the budget minus the reserve. A problem may take up to `stretch` (2) times
+its fair share, as long as every later problem is still promised `floor` seconds (the AIMO-3 baseline keeps such
+a promise, peers.md §6), and never more than `ceiling`. A hard problem early in a run with time to spare gets the
+time it needs; when time is short, problems get about their fair share rather than a greedy few taking it all. A problem that finishes early leaves its time to the problems after it; one that overruns its deadline
+(by the round running when the deadline passed) takes it from them. The reserve absorbs the overrun of the last problems
 and the time outside `solve` (model loading, the API), so size it to at least one round plus that overhead.
 When no time is left a problem gets a deadline of now, `solve` runs no round and submits its fallback answer.
 """
@@ -27,8 +31,9 @@ class TimeBudget:
     total_s: float = NINE_HOURS
     num_problems: int = 50
     reserve_s: float = 15 * 60.0  # kept back for overruns and loading (Numina declared 9 h - 15 min)
-    floor_s: float = 60.0  # the least a problem is given while time remains
-    ceiling_s: float = 1800.0  # the most a problem is given, so early ones cannot starve late ones
+    floor_s: float = 120.0  # promised to every later problem; the least a problem gets while time remains
+    ceiling_s: float = 1200.0  # the most one problem gets (about twice the 9 h / 50 share)
+    stretch: float = 2.0  # how many fair shares one problem may take
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=float("nan"))
     solved: int = 0
@@ -38,6 +43,8 @@ class TimeBudget:
             raise ValueError(f"num_problems must be >= 1, got {self.num_problems}")
         if not 0 <= self.reserve_s < self.total_s:
             raise ValueError(f"reserve_s must be in [0, total_s), got {self.reserve_s}")
+        if self.stretch < 1:
+            raise ValueError(f"stretch must be >= 1, got {self.stretch}")
         if not 0 <= self.floor_s <= self.ceiling_s:
             raise ValueError(f"need 0 <= floor_s <= ceiling_s, got {self.floor_s} and {self.ceiling_s}")
         if self.started != self.started:  # NaN: start now
@@ -57,9 +64,11 @@ class TimeBudget:
         return self.end - self.clock()
 
     def allotment(self) -> float:
-        """Seconds the next problem gets: its share of what is left, clamped, and never past `end`."""
-        left = self.remaining()
-        share = min(max(left / self.problems_left, self.floor_s), self.ceiling_s)
+        """Seconds the next problem gets: up to `stretch` fair shares while `floor_s` stays promised to each later
+        problem, clamped to [floor_s, ceiling_s], and never past `end`."""
+        left, n = self.remaining(), self.problems_left
+        share = min(self.stretch * left / n, left - self.floor_s * (n - 1))
+        share = min(max(share, self.floor_s), self.ceiling_s)
         return max(min(share, left), 0.0)
 
     def deadline(self) -> float:

@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from numina_kit.answers import exact_value, strip_math
@@ -35,6 +36,7 @@ __all__ = ["MAX_SYMBOLIC_CHARS", "is_equivalent"]
 
 logger = logging.getLogger(__name__)
 
+_WORKER_MEMORY_BYTES = 2 * 2**30
 MAX_SYMBOLIC_CHARS = 1000  # longer answers are compared as text only: no answer needs a 1000-character formula
 _RELATION = re.compile(r"(?<![\\<>!])=|<|>|\\(?:le|ge|leq|geq|neq|ne|lt|gt|in)(?![a-zA-Z])")
 _PERCENT = re.compile(r"\s*(?:\\?%|\\text\{\s*percent\s*\}|percent)\s*$")
@@ -49,17 +51,22 @@ def is_equivalent(gold: str, candidate: str, *, timeout: float = 2.0) -> bool:
     `\\left`/`\\right`, `\\dfrac` and `$`/`\\boxed{}` wrappers ignored. Like math-verify it is asymmetric: `gold`
     decides the format (gold `5` accepts `x = 5`).
 
-    Never raises: a timeout, a crash of the worker or a parse failure gives False. The first call also pays the
-    one-time import of math-verify (about half a second) before its `timeout` starts. Calls from several threads
-    are served one at a time; a call that cannot get the worker within its `timeout` returns False.
+    Returns within `timeout` seconds (plus a few milliseconds to kill and reap a stuck worker), from any thread.
+    The first call that needs the worker in a process also imports math-verify and runs it on a few fixed answers
+    (1-2 s, so that forked workers start warm); that one-time cost is not charged to its `timeout`.
+    Never raises: a timeout, a crash of the worker or a parse failure gives False. Calls from several threads are
+    served one at a time; a call that cannot get the worker before its deadline returns False.
     Answers longer than `MAX_SYMBOLIC_CHARS` are compared as text only.
     """
+    deadline = time.monotonic() + timeout
     try:
         gold, candidate = strip_math(str(gold)), strip_math(str(candidate))
         if not gold or not candidate:
             return False
         if _canonical_text(gold) == _canonical_text(candidate):
             return True
+        if len(gold) > MAX_SYMBOLIC_CHARS or len(candidate) > MAX_SYMBOLIC_CHARS:
+            return False
         if _PERCENT.search(gold) or _PERCENT.search(candidate):
             # the sign as a unit: `33.3\%` states 33.3; its value (0.333) is left to math-verify below
             unit_gold, unit_candidate = _PERCENT.sub("", gold), _PERCENT.sub("", candidate)
@@ -70,9 +77,7 @@ def is_equivalent(gold: str, candidate: str, *, timeout: float = 2.0) -> bool:
         verdict = _compare_numbers(gold, candidate)
         if verdict is not None:
             return verdict
-        if len(gold) > MAX_SYMBOLIC_CHARS or len(candidate) > MAX_SYMBOLIC_CHARS:
-            return False
-        return _worker().judge(gold, candidate, timeout)
+        return _worker().judge(gold, candidate, deadline)
     except Exception:
         logger.debug("is_equivalent failed on %.80r vs %.80r", gold, candidate, exc_info=True)
         return False
@@ -108,10 +113,10 @@ class _Worker:
         self._pid: int | None = None
         self._conn: Connection | None = None
 
-    def judge(self, gold: str, candidate: str, timeout: float) -> bool:
-        _prepare_math_verify()
-        deadline = time.monotonic() + timeout
-        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+    def judge(self, gold: str, candidate: str, deadline: float) -> bool:
+        """The worker's verdict, or False when it is not back by `deadline` (on `time.monotonic()`)."""
+        deadline += _prepare_math_verify()  # once per process, on fixed answers: not charged to the caller
+        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
             return False
         try:
             for attempt in range(2):  # a worker found dead (OOM killer, a stray signal) is replaced once
@@ -123,7 +128,7 @@ class _Worker:
                     remaining = deadline - time.monotonic()
                     if remaining > 0 and self._conn.poll(remaining):
                         return bool(self._conn.recv())
-                    logger.info("equivalence check timed out after %.1f s; restarting its worker", timeout)
+                    logger.info("equivalence check ran out of time; restarting its worker")
                     self.stop()
                     return False
                 except (OSError, EOFError):
@@ -169,6 +174,7 @@ class _Worker:
 
 _WORKER: _Worker | None = None
 _WORKER_LOCK = threading.Lock()
+_PREPARE_LOCK = threading.Lock()
 _PREPARED = threading.Event()
 
 
@@ -181,8 +187,8 @@ def _worker() -> _Worker:
 
 
 def _reset_after_fork() -> None:
-    global _WORKER, _WORKER_LOCK
-    _WORKER_LOCK = threading.Lock()
+    global _WORKER, _WORKER_LOCK, _PREPARE_LOCK
+    _WORKER_LOCK, _PREPARE_LOCK = threading.Lock(), threading.Lock()  # another thread may have held them
     if _WORKER is not None:
         _WORKER.forget_after_fork()
         _WORKER = None
@@ -197,26 +203,40 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 atexit.register(_stop_at_exit)
 
 
-def _prepare_math_verify() -> None:
-    """Import math-verify and compile its regexes in this process, once, so every forked worker starts warm."""
+def _prepare_math_verify() -> float:
+    """Import math-verify and run it once on fixed answers in this process, so that every forked worker starts
+    warm (sympy imports much of itself lazily on first use); returns the seconds spent here (waiting included)."""
     if _PREPARED.is_set():
-        return
-    with _WORKER_LOCK:
+        return 0.0
+    start = time.monotonic()
+    with _PREPARE_LOCK:  # a thread arriving meanwhile waits here, and that wait is not charged to it either
         if _PREPARED.is_set():
-            return
+            return time.monotonic() - start
         import math_verify.grader
         import math_verify.parser
+        from math_verify import verify
 
         math_verify.parser.TIMEOUT_WARNING_SHOWN = True  # we disable its alarms on purpose and time out ourselves
         math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-        _parse_answer("\\frac{1}{2}")
+        for gold, candidate in _WARM_UP:
+            verify(_parse_answer(gold)[0], _parse_answer(candidate)[0], timeout_seconds=None)
         _PREPARED.set()
+    return time.monotonic() - start
+
+
+_WARM_UP = [
+    ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}"),
+    ("(x+1)^2", "x^2+2x+1"),
+    ("\\{1,2\\}", "(1,2]"),
+    ("y=2x+3", "2x-y+3=0"),
+]
 
 
 def _serve(conn: Connection) -> None:
     """The worker's loop: receive (gold, candidate), send a verdict, until the caller closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the caller, which owns this process's lifetime
     logging.disable(logging.CRITICAL)
+    _cap_memory(_WORKER_MEMORY_BYTES)
     _patch_numeric_comparison()
     while True:
         try:
@@ -228,6 +248,22 @@ def _serve(conn: Connection) -> None:
         except BaseException:
             verdict = False
         conn.send(verdict)
+
+
+def _cap_memory(extra_bytes: int) -> None:
+    """Let the worker grow by at most `extra_bytes` of address space, so a runaway sympy expansion fails with
+    MemoryError (a False verdict) instead of taking the caller's memory. Relative to the size inherited at fork,
+    because a parent with large mappings (CUDA, model weights) would otherwise be over any fixed cap."""
+    try:
+        import resource
+
+        size = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = size + extra_bytes
+        if hard == resource.RLIM_INFINITY or limit <= hard:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (OSError, ValueError, ImportError):
+        pass  # no /proc (macOS) or no permission: run uncapped
 
 
 def _parse_answer(answer: str) -> tuple[Any | None, str]:

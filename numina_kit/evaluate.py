@@ -144,7 +144,9 @@ def evaluate(
     """Solve every problem once per seed and score the answers; `on_result` sees each result as it comes."""
     missing = [p.id for p in problems if p.answer is None]
     if missing:
-        raise InputError(f"{len(missing)} problem(s) have no reference answer (first: {missing[0]}); evaluate needs one")
+        raise InputError(
+            f"{len(missing)} problem(s) have no reference answer (first: {missing[0]}); evaluate needs one"
+        )
     if executor is None:
         with Sandbox(config.executor) as sandbox:
             return evaluate(

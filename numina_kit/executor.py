@@ -36,6 +36,7 @@ STATUSES = ("ok", "error", "timeout", "killed")
 GRACE_S = 5.0  # beyond the block's timeout, how long the caller waits for a worker before replacing it
 STARTUP_TIMEOUT_S = 120.0
 STATE_LOST = "The Python interpreter was restarted: variables, functions and imports from earlier blocks are lost."
+_SANDBOXES: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()  # every open Sandbox (tests look for strays with it)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -54,6 +55,7 @@ class ExecutorConfig:
     max_file_mb: int = 64  # largest file a block may write (RLIMIT_FSIZE)
     output_limit_chars: int = 1_000_000  # printing more than this kills the block
     warmup: bool = True  # exercise sympy once in each worker so lazy imports and caches are loaded
+    privileged: bool = True  # as root: own uid per block, no network, private /tmp (False: only what non-root gets)
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
@@ -138,6 +140,7 @@ class _WorkerProcess:
             if reply and reply.get("preamble"):
                 raise InputError(f"the executor preamble failed in the sandbox worker: {reason}")
             raise RuntimeError(f"the sandbox worker did not start: {reason}")
+        self.live = reply.pop("live", [])
         self.info = reply
 
     def _log_tail(self) -> str:
@@ -233,6 +236,7 @@ class Sandbox:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._root)
+        _SANDBOXES.add(self)
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -376,6 +380,7 @@ class Sandbox:
     def close(self) -> None:
         """Stop the workers and delete every file the sandbox made. Safe to call twice."""
         self._closed = True
+        _SANDBOXES.discard(self)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._finalizer()

@@ -57,7 +57,8 @@ class Completion:
 
     `text` is the new text only (not the prompt). When a stop string ended generation it is kept at the end of
     `text` and named in `stop_reason`; `finish_reason` is "stop" for a stop string or EOS, "length" when
-    `max_new_tokens` ran out. `num_tokens` counts the generated tokens, EOS included.
+    `max_new_tokens` ran out. `num_tokens` counts the generated tokens, EOS included; both backends put them in
+    `extra["token_ids"]`.
     """
 
     text: str
@@ -184,12 +185,12 @@ class HFGenerator:
             if match is None and reason == "stop":
                 match = _earliest_stop(text, stops)
             if match is not None:
-                return Completion(text[: match[1]], "stop", match[0], count, prompt_tokens)
+                return Completion(text[: match[1]], "stop", match[0], count, prompt_tokens, {"token_ids": tokens})
         if reason == "eos":
-            return Completion(text, "stop", None, count, prompt_tokens)
+            return Completion(text, "stop", None, count, prompt_tokens, {"token_ids": tokens})
         if reason == "stop":
             logger.warning("a stop string seen while generating is not in the decoded text; reporting 'length'")
-        return Completion(text, "length", None, count, prompt_tokens)
+        return Completion(text, "length", None, count, prompt_tokens, {"token_ids": tokens})
 
 
 def _earliest_stop(text: str, stops: tuple[str, ...]) -> tuple[str, int] | None:
@@ -324,9 +325,9 @@ class VLLMGenerator:
             finish = "length" if best.finish_reason == "length" else "stop"
             if best.finish_reason not in ("stop", "length"):
                 logger.warning("vLLM finished a request with %r; reporting it as 'stop'", best.finish_reason)
-            completions.append(
-                Completion(best.text, finish, stop_reason, len(best.token_ids), len(output.prompt_token_ids or []))
-            )
+            tokens = list(best.token_ids)
+            prompt_tokens = len(output.prompt_token_ids or [])
+            completions.append(Completion(best.text, finish, stop_reason, len(tokens), prompt_tokens, {"token_ids": tokens}))
         return completions
 
 

@@ -37,6 +37,7 @@ class Capture(io.TextIOBase):
 
     def __init__(self, keep: int, limit: int) -> None:
         self.keep, self.limit = keep, limit
+        self.room = keep + 64  # slack so that surrounding whitespace, stripped later, does not count
         self.head: list[str] = []
         self.head_len = 0
         self.tail = ""
@@ -49,22 +50,24 @@ class Capture(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self.size += len(text)
-        if self.head_len < self.keep:
-            piece = text[: self.keep - self.head_len]
+        if self.head_len < self.room:
+            piece = text[: self.room - self.head_len]
             self.head.append(piece)
             self.head_len += len(piece)
-        self.tail = (self.tail + text[-self.keep :])[-self.keep :]
+        self.tail = (self.tail + text[-self.room :])[-self.room :]
         if self.size > self.limit:
             raise OutputLimitExceeded
         return len(text)
 
     def text(self) -> str:
-        """Everything written, or its head and tail around a marker saying how many characters were cut."""
+        """Everything written (stripped), or its head and tail around a marker saying how much was cut."""
         head = "".join(self.head)
-        if self.size <= self.keep:
-            return head
+        if self.size <= self.room and len(head.strip()) <= self.keep:
+            return head.strip()
         half = max(self.keep // 2, 1)
-        return f"{head[:half]}\n... ({self.size - 2 * half} characters of output truncated) ...\n{self.tail[-half:]}"
+        start, end = head.lstrip()[:half], self.tail.rstrip()[-half:]
+        cut = (len(head.strip()) if self.size <= self.room else self.size) - 2 * half
+        return f"{start}\n... ({cut} characters of output truncated) ...\n{end}"
 
 
 @dataclass

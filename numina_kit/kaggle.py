@@ -270,20 +270,27 @@ class Score:
 def score_submission(path: str | Path, problems: list, competition: str) -> Score:
     """Compare a submission file (parquet or csv, `id`/`answer`) with the problems' reference answers."""
     import pandas as pd
+
     from numina_kit.answers import to_competition_answer
 
     path = Path(path)
     table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"id": str})
-    submitted = {str(pid): answer for pid, answer in zip(table["id"], table["answer"], strict=True)}
+    submitted = {_id_key(pid): answer for pid, answer in zip(table["id"], table["answer"], strict=True)}
     rows = []
     for problem in problems:
         if problem.answer is None:
             continue
         reference = to_competition_answer(problem.answer, competition)
-        answer = submitted.get(str(problem.id))
+        answer = submitted.get(_id_key(problem.id))
         answer = None if answer is None else int(answer)
         rows.append({"id": problem.id, "answer": answer, "reference": reference, "correct": answer == reference})
     return Score(correct=sum(row["correct"] for row in rows), total=len(rows), rows=rows)
+
+
+def _id_key(pid: object) -> str:
+    """An id as text; all-digit ids lose leading zeros, as `polars.read_csv` reads them as integers."""
+    text = str(pid)
+    return text.lstrip("0") or "0" if text.isdigit() else text
 
 
 @dataclass

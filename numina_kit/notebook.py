@@ -3,7 +3,7 @@
 The same `notebooks/submission.ipynb` that is pushed to Kaggle runs here unchanged: papermill injects the
 parameters (model, problem file, N, M, budget) after its `parameters` cell and executes it in `--out`, which then
 holds the executed notebook, `test.csv`, the submission file, `answers.jsonl` and, when the problems carry
-reference answers, `score.json`. The defaults are a small CPU run; pass the Kaggle settings to reproduce a
+reference answers, `score.json`. The defaults are a small CPU run (30 s per problem); pass the Kaggle settings to reproduce a
 submission locally (`--num-candidates 48 --max-rounds 4 --max-new-tokens 2048`).
 """
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--recipe", default=None, help="an SC-TIR YAML that replaces the settings above")
-    parser.add_argument("--budget-s", type=float, default=None, help="whole-run budget (default: 60 s per problem)")
+    parser.add_argument("--budget-s", type=float, default=None, help="whole-run budget (default: 30 s per problem)")
     parser.add_argument("--reserve-s", type=float, default=None, help="budget kept back (default: 10%% of it)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems of the file")
     parser.add_argument("--gateway", default="auto", choices=["auto", "kaggle", "stand-in"])
@@ -51,9 +51,25 @@ def run(args: argparse.Namespace) -> int:
     problems_file = Path(args.problems).resolve()
     if args.limit is not None:
         problems_file = _write_subset(problems, out / "problems.jsonl")
-    budget_s = args.budget_s if args.budget_s is not None else 60.0 * len(problems)
+    parameters = build_parameters(args, num_problems=len(problems), problems_file=problems_file, out=out)
+    print(f"running {notebook} on {len(problems)} problems -> {out}")
+    execute(notebook, out / notebook.name, parameters, cwd=out, timeout=args.timeout)
+    score_file = out / "score.json"
+    if score_file.is_file():
+        score = json.loads(score_file.read_text())
+        print(f"score: {score['correct']}/{score['total']} = {score['accuracy']:.1%} ({args.competition})")
+    print(f"submission and executed notebook in {out}")
+    return 0
+
+
+def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_file: Path, out: Path) -> dict:
+    """The values papermill injects into the notebook's `parameters` cell, from the command's options."""
+    budget_s = args.budget_s if args.budget_s is not None else 30.0 * num_problems
+    if budget_s <= 0:
+        raise InputError(f"--budget-s must be positive, got {budget_s}")
+    share = budget_s / num_problems
     parameters = {
-        "MODEL_PATH": str(model.resolve()),
+        "MODEL_PATH": str(Path(args.model).resolve()),
         "COMPETITION": args.competition,
         "NUM_CANDIDATES": args.num_candidates,
         "MAX_ROUNDS": args.max_rounds,
@@ -64,20 +80,15 @@ def run(args: argparse.Namespace) -> int:
         "RECIPE": str(Path(args.recipe).resolve()) if args.recipe else None,
         "TOTAL_BUDGET_S": budget_s,
         "RESERVE_S": args.reserve_s if args.reserve_s is not None else 0.1 * budget_s,
-        "NUM_PROBLEMS": len(problems),
+        "PROBLEM_FLOOR_S": min(60.0, share / 2),
+        "PROBLEM_CEILING_S": max(30 * 60.0, share),
+        "NUM_PROBLEMS": num_problems,
         "PROBLEMS_FILE": str(problems_file),
         "OUTPUT_DIR": str(out),
         "GATEWAY": args.gateway,
         "BACKEND": args.backend,
     }
-    print(f"running {notebook} on {len(problems)} problems -> {out}")
-    execute(notebook, out / notebook.name, parameters, cwd=out, timeout=args.timeout)
-    score_file = out / "score.json"
-    if score_file.is_file():
-        score = json.loads(score_file.read_text())
-        print(f"score: {score['correct']}/{score['total']} = {score['accuracy']:.1%} ({args.competition})")
-    print(f"submission and executed notebook in {out}")
-    return 0
+    return parameters
 
 
 def execute(notebook: Path, output: Path, parameters: dict, *, cwd: Path, timeout: float | None = None) -> None:

@@ -145,9 +145,9 @@ def advance(
     output block. The order of the checks is Numina's `process_code`.
     """
     text = candidate.text + completion.text
-    candidate.text = text
-    candidate.generated_tokens += completion.num_tokens or count_tokens(completion.text)
-    candidate.tokens += completion.num_tokens or count_tokens(completion.text)
+    new_tokens = completion.num_tokens or count_tokens(completion.text)
+    candidate.text, candidate.tokens = text, candidate.tokens + new_tokens
+    candidate.generated_tokens += new_tokens
     final = round_ == config.max_rounds - 1
     # no closed code block anywhere: a pure-prose answer is not trusted (Numina never accepts one)
     if last_code_block(text) is None:
@@ -170,7 +170,12 @@ def advance(
         candidate.raw_answer = raw
         candidate.answer = _competition_answer(raw, config.competition)
         candidate.from_code = candidate.last_output is not None and _appears_in(raw, candidate.last_output)
-        return _finish(candidate, CandidateStatus.ANSWERED, round_, reason="" if candidate.answer is not None else "invalid answer")
+        return _finish(
+            candidate,
+            CandidateStatus.ANSWERED,
+            round_,
+            reason="" if candidate.answer is not None else "invalid answer",
+        )
     # neither code to run nor an answer (EOS or the token limit): start over, or give up
     return _fail(candidate, "no answer", round_, restart=config.restart_on_fail and not final)
 
@@ -253,9 +258,11 @@ def solve(
     start = clock()
     # 1) one prompt, copied into every candidate
     prompt = render_prompt(problem)
-    prompt_tokens = generator.count_tokens(prompt)
+    count = generator.count_tokens
+    prompt_tokens = count(prompt)
     candidates = [Candidate(index=i) for i in range(config.num_candidates)]
-    keys = {c.index: f"{uuid.uuid4().hex[:8]}-{c.index}" for c in candidates}
+    run_id = uuid.uuid4().hex[:12]  # names each candidate's interpreter uniquely within a shared sandbox
+    keys = {c.index: f"{run_id}-{c.index}" for c in candidates}
     solution = Solution(answer=0, votes=[], candidates=candidates, stop_reason="max rounds")
     for round_ in range(config.max_rounds):
         for c in _running(candidates):
@@ -277,6 +284,7 @@ def solve(
             stop=(STOP,),
             seed=None if config.seed is None else config.seed + 1_000_003 * round_,
         )
+        solution.prompt_tokens += sum(prompt_tokens + c.tokens for c in live)
         tick = clock()
         try:
             completions = generator.generate([prompt + c.text for c in live], params)
@@ -290,23 +298,32 @@ def solve(
             break
         solution.generation_s += clock() - tick
         solution.rounds = round_ + 1
-        solution.generated_tokens += sum(c.num_tokens for c in completions)
-        solution.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        batch = []
+        for c, completion in zip(live, completions, strict=True):
+            if isinstance(getattr(completion, "text", None), str):
+                batch.append((c, completion))
+            else:  # a backend bug costs its candidate, not the problem
+                _finish(c, CandidateStatus.PRUNED, round_, reason="invalid completion")
         # 3) the last code block of every candidate that stopped at an output block, in one sandbox call
         final = round_ == config.max_rounds - 1
         pending = {
             i: code
-            for i, (c, completion) in enumerate(zip(live, completions, strict=True))
-            if not final and completion.text.endswith(STOP)
+            for i, (c, completion) in enumerate(batch)
+            if not final
+            and completion.text.endswith(STOP)
             and (code := last_code_block(c.text + completion.text)) is not None
         }
         tick = clock()
-        results = _run_codes(executor, pending, [keys[live[i].index] for i in pending], config)
+        results = _run_codes(executor, pending, [keys[batch[i][0].index] for i in pending], config)
         solution.execution_s += clock() - tick
         # 4) advance every candidate on its completion and code result
-        for i, (c, completion) in enumerate(zip(live, completions, strict=True)):
+        for i, (c, completion) in enumerate(batch):
             restarts = c.restarts
-            advance(c, completion, results.get(i), config=config, round_=round_, count_tokens=generator.count_tokens)
+            try:
+                advance(c, completion, results.get(i), config=config, round_=round_, count_tokens=count)
+            except Exception as error:  # a text that trips the answer parser costs one candidate, not the problem
+                logger.exception("could not advance candidate %d", c.index)
+                _finish(c, CandidateStatus.PRUNED, round_, reason=f"harness error: {type(error).__name__}")
             if c.restarts != restarts or c.status is not CandidateStatus.RUNNING:
                 _forget(executor, keys[c.index])
         # 5) stop early once the answers agree
@@ -318,6 +335,7 @@ def solve(
     for c in candidates:
         _forget(executor, keys[c.index])
     # 5) the vote
+    solution.generated_tokens = sum(c.generated_tokens for c in candidates)
     _vote(solution, config.competition)
     solution.total_s = clock() - start
     logger.info(
@@ -352,7 +370,9 @@ def _run_codes(executor: Sandbox, pending: dict[int, str], keys: list[str], conf
             raise RuntimeError(f"sandbox returned {len(results)} results for {len(pending)} programs")
     except Exception as error:
         logger.exception("sandbox failed on %d programs", len(pending))
-        results = [ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)] * len(pending)
+        results = [ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)] * len(
+            pending
+        )
     return dict(zip(pending, results, strict=True))
 
 
@@ -366,7 +386,11 @@ def _forget(executor: Sandbox, key: str) -> None:
 def _vote(solution: Solution, competition: str) -> None:
     answers = solution.answers
     equivalent = is_equivalent if competition == GENERAL else None
-    result = majority_vote(answers, equivalent=equivalent) if answers else None
+    try:
+        result = majority_vote(answers, equivalent=equivalent) if answers else None
+    except Exception:  # the equivalence judge failed: fall back to exact agreement rather than to no answer
+        logger.exception("vote with equivalence failed; voting on exact answers")
+        result = majority_vote(answers)
     if result is None or result.winner is None:
         solution.answer, solution.is_fallback = fallback_answer(competition), True
         return

@@ -315,6 +315,7 @@ def _run(
     progress: bool,
     on_record: Callable[[dict], None] | None,
 ) -> dict:
+    """The attempts themselves: a bounded pool of threads, the main thread alone writing the journal and output."""
     ledger = Ledger(paths)
     todo = deque(p for p in with_answer if not ledger.finished(p.id, config.passes))
     session = Counter(

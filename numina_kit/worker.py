@@ -132,11 +132,12 @@ class Worker:
         self.interpreters: dict[str, Child] = {}
         self.exited: dict[int, int] = {}
         self.exiting: list[tuple[Child, float]] = []
-        self.uid_mode = _probe_setuid()
+        privileged = config.get("privileged", True) and os.geteuid() == 0
+        self.uid_mode = privileged and _probe_setuid()
         if not self.uid_mode:  # RLIMIT_NPROC counts all of this user's processes: leave room for the ones running
             config["nproc_limit"] = _count_own_processes() + config["max_processes"] + 64
-        self.net_isolated = os.geteuid() == 0 and _libc.unshare(CLONE_NEWNET) == 0
-        self.fs_isolated = os.geteuid() == 0 and _mount_private_tmpfs(config["max_file_mb"])
+        self.net_isolated = privileged and _libc.unshare(CLONE_NEWNET) == 0
+        self.fs_isolated = privileged and _mount_private_tmpfs(config["max_file_mb"])
         os.makedirs(self.runs_root, exist_ok=True)
         os.chmod(self.runs_root, 0o1733 if self.uid_mode else 0o700)
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -297,15 +298,21 @@ class Worker:
             pids.add(self.spare.pid)
         return pids
 
+    def has_leftovers(self) -> bool:
+        """Whether a finished child, or a process re-parented to this worker, has not been waited for yet."""
+        return bool(self.exiting) or bool(self._children() - self.live_pids())
+
+    def _children(self) -> set[int]:
+        try:
+            with open(f"/proc/self/task/{self.pid}/children") as handle:
+                return {int(pid) for pid in handle.read().split()}
+        except OSError:
+            return set()
+
     def reap_orphans(self) -> None:
         """Kill and wait for processes re-parented to this worker (it is a subreaper) that are not live children."""
         for _ in range(200):
-            try:
-                with open(f"/proc/self/task/{self.pid}/children") as handle:
-                    children = {int(pid) for pid in handle.read().split()}
-            except OSError:
-                children = set()
-            stray = children - self.live_pids()
+            stray = self._children() - self.live_pids()
             if not stray:
                 return
             for pid in stray:
@@ -488,10 +495,17 @@ def main() -> int:
             "uid_mode": worker.uid_mode,
             "net_isolated": worker.net_isolated,
             "fs_isolated": worker.fs_isolated,
+            "live": sorted(worker.live_pids()),
         }
     )
     try:
-        while (line := _read_line(0, buffer)) is not None:
+        while True:
+            # while finished children or their orphans are still exiting, keep collecting them between requests
+            while b"\n" not in buffer and worker.has_leftovers() and not select.select([0], [], [], 0.02)[0]:
+                worker.collect()
+            line = _read_line(0, buffer)
+            if line is None:
+                break
             request = json.loads(line)
             if request["op"] == "run":
                 result = worker.run(request["code"], float(request["timeout"]), request.get("key"))

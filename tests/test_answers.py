@@ -7,6 +7,8 @@ Table cases live in tests/cases/answers.json; the measurements on real data are 
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -133,6 +135,28 @@ def test_huge_input_returns_within_the_timeout() -> None:
         assert elapsed < 1.0 + GRACE_S
 
 
+COLD_CALL = """
+import threading, time
+from numina_kit.answers import is_equivalent
+result = []
+def call():
+    start = time.monotonic()
+    result.append((is_equivalent("5^{5^{5^5}}", "3", timeout=1.5), time.monotonic() - start))
+thread = threading.Thread(target=call)
+thread.start()
+thread.join()
+print(result[0][0], result[0][1])
+"""
+
+
+def test_first_call_in_a_fresh_process_from_a_thread_returns() -> None:
+    """The first call also pays the one-time import and warm-up of math-verify (a few seconds at most)."""
+    out = subprocess.run([sys.executable, "-c", COLD_CALL], capture_output=True, text=True, timeout=60, check=True)
+    verdict, elapsed = out.stdout.split()
+    assert verdict == "False"
+    assert 1.5 <= float(elapsed) < 1.5 + 10.0
+
+
 def test_works_from_threads_without_signals(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_alarm(*args: object) -> None:
         raise AssertionError("signal.alarm must not be used by the caller")
@@ -153,7 +177,7 @@ def test_works_from_threads_without_signals(monkeypatch: pytest.MonkeyPatch) -> 
     for thread in threads:
         thread.join()
     assert results["hang"][0] is False
-    for verdict, elapsed in results.values():
+    for _, elapsed in results.values():
         assert elapsed < 3.0 + GRACE_S
     # the two real checks may queue behind the hanging one; either they got their verdict or ran out of time
     assert results["sqrt"][0] is True or results["sqrt"][1] >= 3.0
@@ -183,3 +207,21 @@ def test_worker_death_is_survived() -> None:
     worker._pid = None  # already reaped
     assert is_equivalent("x+x+x", "3x", timeout=10.0) is True  # a new worker answers this very call
     assert worker._pid is not None
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the memory cap reads /proc (Linux)")
+def test_worker_memory_cap_turns_runaway_allocation_into_memory_error() -> None:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            equivalence._cap_memory(256 * 2**20)
+            try:
+                bytearray(2 * 2**30)
+            except MemoryError:
+                code = 0
+            bytearray(16 * 2**20)  # small allocations still work
+        finally:
+            os._exit(code)  # noqa: B012
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

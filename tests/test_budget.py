@@ -1,6 +1,6 @@
 """Tests for numina_kit.budget: per-problem deadlines from a whole-run budget, on a fake clock.
 
-Covers the fair share, the floor and ceiling clamps, time handed on by early finishers, the end of the budget
+Covers the share (up to `stretch` fair shares, a floor promised to later problems), the floor and ceiling clamps, time handed on by early finishers, the end of the budget
 (deadline = now, never past the end) and bad arguments. Run: `pytest tests/test_budget.py`.
 """
 
@@ -25,7 +25,10 @@ def budget(clock, **overrides) -> TimeBudget:
 @pytest.mark.parametrize(
     ("overrides", "allotment"),
     [
-        ({}, 90.0),  # (1000 - 100) / 10
+        ({}, 180.0),  # two fair shares of (1000 - 100) / 10
+        ({"stretch": 1.0}, 90.0),  # one fair share
+        ({"num_problems": 3}, 200.0),  # min(2 * 900 / 3, 900 - 2 * 10) = 600, cut to the ceiling
+        ({"num_problems": 3, "floor_s": 200.0, "ceiling_s": 1000.0}, 500.0),  # 900 - 2 * 200 promised to later ones
         ({"ceiling_s": 50.0}, 50.0),
         ({"floor_s": 120.0}, 120.0),
         ({"num_problems": 1}, 200.0),  # one problem: the ceiling, not the whole 900 s
@@ -44,7 +47,7 @@ def test_early_finishers_leave_their_time_to_later_problems():
     b = budget(clock)
     clock.now += 30.0  # used 30 of its 90 s
     b.done()
-    assert b.allotment() == pytest.approx((900 - 30) / 9)
+    assert b.allotment() == pytest.approx(2 * (900 - 30) / 9)
 
 
 def test_overrun_is_taken_from_later_problems_and_the_end_is_never_passed():
@@ -67,7 +70,14 @@ def test_done_more_than_num_problems_keeps_one_share():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"num_problems": 0}, {"reserve_s": 1000.0}, {"reserve_s": -1.0}, {"floor_s": 300.0}, {"floor_s": -1.0}],
+    [
+        {"num_problems": 0},
+        {"reserve_s": 1000.0},
+        {"reserve_s": -1.0},
+        {"floor_s": 300.0},
+        {"floor_s": -1.0},
+        {"stretch": 0.5},
+    ],
 )
 def test_bad_arguments(overrides):
     with pytest.raises(ValueError):

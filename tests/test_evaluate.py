@@ -49,7 +49,12 @@ PROBLEMS = [
     Problem("c", "Problem C", "142.0"),  # written as AMC writes it
     Problem("d", "Problem D", "8178"),  # reduced mod 1000 under aimo1
 ]
-ANSWERS = {"Problem A": ["5", "5", "7"], "Problem B": ["1", "2", "2"], "Problem C": ["142"] * 3, "Problem D": ["178"] * 3}
+ANSWERS = {
+    "Problem A": ["5", "5", "7"],
+    "Problem B": ["1", "2", "2"],
+    "Problem C": ["142"] * 3,
+    "Problem D": ["178"] * 3,
+}
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,11 @@ from numina_kit.data import Problem
 from numina_kit.decontamination import build_index
 from numina_kit.errors import InputError
 from numina_kit.executor import ExecutorConfig, Sandbox
+from numina_kit.generation import Completion, SamplingParams
 from numina_kit.journal import Journal, read_records
 from numina_kit.prompts import OUTPUT_START, STOP, render_messages
 from numina_kit.synthesis import OutputPaths, SynthesisConfig, synthesize
-from numina_kit.teacher import HTTPTeacher, TeacherConfig, TeacherError
+from numina_kit.teacher import GeneratorTeacher, HTTPTeacher, TeacherConfig, TeacherError
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +134,7 @@ def sandbox():
         yield shared
 
 
-def test_run_writes_exactly_the_matching_solutions(tmp_path: Path) -> None:
+def test_run_writes_exactly_the_matching_solutions(tmp_path: Path, sandbox: Sandbox) -> None:
     problems = make_problems(2 * len(KINDS))
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     with OpenAIServer(TIRModel()) as server:
@@ -168,19 +169,23 @@ def test_run_writes_exactly_the_matching_solutions(tmp_path: Path) -> None:
     assert stats["removed_by_decontamination"] == 0 and stats["skipped_no_answer"] == 0
 
 
-def test_rerun_skips_finished_problems_and_resumes_passes(tmp_path: Path) -> None:
+def test_rerun_skips_finished_problems_and_resumes_passes(tmp_path: Path, sandbox: Sandbox) -> None:
     problems = make_problems(len(KINDS))
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     model = TIRModel()
     with OpenAIServer(model) as server:
-        first = synthesize(problems, http_teacher(server.url), SynthesisConfig(passes=1, seed=1), paths, sandbox=sandbox)
+        first = synthesize(
+            problems, http_teacher(server.url), SynthesisConfig(passes=1, seed=1), paths, sandbox=sandbox
+        )
         assert first["problems_pending"] == 0 and first["kept_per_pass"] == {"1": len(KINDS) - 5}
         synthesize(problems, http_teacher(server.url), SynthesisConfig(passes=1), paths, sandbox=sandbox)
         assert len(server.requests) == sum(model.requests.values())
         calls = len(server.requests)
         assert calls == first["this_run"]["teacher"]["requests"]  # the second run made no call
         # more passes: only the failed problems are tried again, starting at pass 2
-        stats = synthesize(problems, http_teacher(server.url), SynthesisConfig(passes=3, seed=1), paths, sandbox=sandbox)
+        stats = synthesize(
+            problems, http_teacher(server.url), SynthesisConfig(passes=3, seed=1), paths, sandbox=sandbox
+        )
     kept = expected_kept(problems)
     assert stats["kept_per_pass"] == {str(k): sum(v == k for v in kept.values()) for k in (1, 2, 3)}
     assert stats["this_run"]["skipped_finished"] == len(kept) - 2
@@ -188,7 +193,7 @@ def test_rerun_skips_finished_problems_and_resumes_passes(tmp_path: Path) -> Non
     assert Counter(r["id"] for r in read_records(paths.journal))["p003"] == 3  # "never": exactly 3 attempts
 
 
-def test_crash_repair_restores_kept_rows_and_cuts_partial_lines(tmp_path: Path) -> None:
+def test_crash_repair_restores_kept_rows_and_cuts_partial_lines(tmp_path: Path, sandbox: Sandbox) -> None:
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     problem = make_problem(0, "right")
     record = {"id": problem.id, "pass": 1, "outcome": "kept", "problem": problem.problem, "solution": "S"}
@@ -205,7 +210,7 @@ def test_crash_repair_restores_kept_rows_and_cuts_partial_lines(tmp_path: Path) 
     assert [r["id"] for r in read_records(paths.journal)] == ["p000", "p001"]
 
 
-def test_foreign_output_file_is_refused(tmp_path: Path) -> None:
+def test_foreign_output_file_is_refused(tmp_path: Path, sandbox: Sandbox) -> None:
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     paths.output.write_text('{"problem": "x", "solution": "y", "messages": []}\n')
     with pytest.raises(InputError, match="not this run's output"):
@@ -219,7 +224,7 @@ def test_corrupt_journal_line_is_an_input_error(tmp_path: Path) -> None:
         read_records(path)
 
 
-def test_decontamination_and_missing_answers_before_any_call(tmp_path: Path) -> None:
+def test_decontamination_and_missing_answers_before_any_call(tmp_path: Path, sandbox: Sandbox) -> None:
     problems = make_problems(6)
     planted = Problem(
         id="leak",
@@ -231,14 +236,16 @@ def test_decontamination_and_missing_answers_before_any_call(tmp_path: Path) -> 
     index = build_index(["Find the number of ordered pairs of positive integers $(m,n)$ such that $m^2n = 20^{20}$."])
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     with OpenAIServer(TIRModel()) as server:
-        stats = synthesize([*problems, planted, unanswered], http_teacher(server.url), FAST, paths, eval_index=index, sandbox=sandbox)
+        stats = synthesize(
+            [*problems, planted, unanswered], http_teacher(server.url), FAST, paths, eval_index=index, sandbox=sandbox
+        )
         prompts = [body["prompt"] for _, body, _ in server.requests]
     assert stats["removed_by_decontamination"] == 1 and stats["removed_ids"] == ["leak"]
     assert stats["skipped_no_answer"] == 1 and stats["input_problems"] == 8 and stats["problems"] == 6
     assert not any("ordered pairs" in p or "add 5 and 6" in p for p in prompts)
 
 
-def test_fatal_teacher_error_stops_the_run_and_keeps_the_journal(tmp_path: Path) -> None:
+def test_fatal_teacher_error_stops_the_run_and_keeps_the_journal(tmp_path: Path, sandbox: Sandbox) -> None:
     def respond(path: str, body: dict, headers: dict) -> Reply:
         return Reply(status=401, body=b'{"error": "invalid api key"}')
 
@@ -250,7 +257,7 @@ def test_fatal_teacher_error_stops_the_run_and_keeps_the_journal(tmp_path: Path)
     assert stats["problems_pending"] == 30 and stats["attempts"] == 0
 
 
-def test_teacher_down_stops_after_consecutive_failures(tmp_path: Path) -> None:
+def test_teacher_down_stops_after_consecutive_failures(tmp_path: Path, sandbox: Sandbox) -> None:
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     config = SynthesisConfig(concurrency=2, max_consecutive_teacher_failures=3)
     with OpenAIServer(lambda *_: Reply(status=503, body=b"down")) as server, pytest.raises(TeacherError):
@@ -315,7 +322,19 @@ def test_script_input_errors(tmp_path: Path, recipe: str, flags: list[str], mess
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_output_loads_through_training_data_loading(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", sorted((REPO / "training" / "recipes" / "generate_tir").glob("*.yaml")), ids=str)
+def test_shipped_recipes_parse(recipe: Path) -> None:
+    sys.path.insert(0, str(REPO / "training"))
+    try:
+        from generate_tir import parse_arguments
+    finally:
+        sys.path.remove(str(REPO / "training"))
+    args = parse_arguments(["--config", str(recipe), "--passes", "2"])
+    assert args.passes == 2 and args.problems and args.eval_sets and args.ngram == 10
+    TeacherConfig(api=args.api, max_concurrency=args.concurrency)  # valid teacher settings
+
+
+def test_output_loads_through_training_data_loading(tmp_path: Path, sandbox: Sandbox) -> None:
     sys.path.insert(0, str(REPO / "training"))
     try:
         from components import DataArguments, load_rows
@@ -329,6 +348,61 @@ def test_output_loads_through_training_data_loading(tmp_path: Path) -> None:
     rows = load_rows(DataArguments(dataset_name=str(paths.output)))["train"]
     assert rows.num_rows == len(read_rows(paths.output)) > 0
     assert all(to_messages(row)[1]["content"].endswith("$.") for row in rows)
+
+
+class ScriptedGenerator:
+    """`TIRModel` behind the in-process `Generator` interface (stop string kept in the text, as the contract says)."""
+
+    def __init__(self) -> None:
+        self.model = TIRModel()
+        self.batches: list[int] = []
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        self.batches.append(len(prompts))
+        completions = []
+        for prompt in prompts:
+            choice = self.model("/v1/completions", {"prompt": prompt}, {}).body["choices"][0]
+            text = choice["text"] + (choice["stop_reason"] or "")
+            completions.append(Completion(text=text, finish_reason="stop", num_tokens=len(text)))
+        return completions
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+
+def test_in_process_generator_teacher(tmp_path: Path, sandbox: Sandbox) -> None:
+    problems = [p for p in make_problems(3 * len(KINDS)) if "[e" not in p.problem and "[hang]" not in p.problem]
+    problems = [p for p in problems if "[malformed]" not in p.problem]
+    generator = ScriptedGenerator()
+    teacher = GeneratorTeacher(generator, max_batch=16, wait_s=0.02)
+    paths = OutputPaths.beside(tmp_path / "tir.jsonl")
+    try:
+        stats = synthesize(problems, teacher, SynthesisConfig(concurrency=8), paths, sandbox=sandbox)
+    finally:
+        teacher.close()
+    kept = expected_kept(problems)
+    assert stats["problems_kept"] == len(kept) == len(read_rows(paths.output))
+    assert stats["kept_per_pass"] == {str(k): sum(v == k for v in kept.values()) for k in (1, 2, 3)}
+    assert max(generator.batches) > 1  # concurrent attempts were batched into one generate call
+    assert sum(generator.batches) == stats["teacher_calls"] == stats["this_run"]["teacher"]["completions"]
+
+
+@pytest.mark.slow
+def test_script_with_an_in_process_model(tmp_path: Path) -> None:
+    from numina_kit.demo import save_demo_model
+
+    problems = make_problems(4)
+    model = save_demo_model(tmp_path / "model", [p.problem for p in problems] + ["```python\nprint(1)\n```"])
+    done = run_script(
+        "--problems", str(write_problems(problems, tmp_path / "in.jsonl")), "--output", str(tmp_path / "o.jsonl"),
+        "--teacher", "generator", "--model_path", str(model), "--max_new_tokens", "16", "--passes", "2",
+        "--progress", "false", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((tmp_path / "o.stats.json").read_text())
+    # an untrained model writes noise: every problem is tried twice and nothing is kept
+    assert stats["problems_tried"] == 4 and stats["attempts"] == 8 and stats["teacher_calls"] >= 8
+    assert stats["problems_kept"] == 0 and (tmp_path / "o.jsonl").read_text() == ""
 
 
 @pytest.mark.slow
@@ -404,7 +478,7 @@ EVAL_TEXT = "Let ABC be a triangle whose circumcircle has radius eleven and whos
 
 
 @pytest.mark.slow
-def test_output_trains_through_sft_tiny_recipe(tmp_path: Path) -> None:
+def test_output_trains_through_sft_tiny_recipe(tmp_path: Path, sandbox: Sandbox) -> None:
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     with OpenAIServer(TIRModel()) as server:
         synthesize(make_problems(48), http_teacher(server.url), FAST, paths, sandbox=sandbox)

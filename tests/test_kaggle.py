@@ -212,7 +212,11 @@ def test_local_mode_with_faults_answers_every_problem_and_scores(tmp_path, compe
     predict = kaggle.make_predict(arithmetic_solver, competition=competition)
     run = kaggle.run_local(predict, problems, competition, out_dir=tmp_path / "out", gateway="stand-in")
     assert run.submission == tmp_path / "out" / submission and run.gateway == "stand-in"
-    table = pd.read_csv(run.submission, dtype={"id": str}) if submission.endswith("csv") else pd.read_parquet(run.submission)
+    table = (
+        pd.read_csv(run.submission, dtype={"id": str})
+        if submission.endswith("csv")
+        else pd.read_parquet(run.submission)
+    )
     assert sorted(table["id"]) == [row["id"] for row in PROBLEMS]
     assert all(in_range(int(answer), competition) for answer in table["answer"])
     # 222ccc: the solver's 1000 is out of range for aimo1/2 (fallback 0); its reference is 1000 mod 1000 = 0 for
@@ -373,3 +377,71 @@ def test_kernel_metadata_is_valid_for_kaggle_kernels_push():
         assert isinstance(source, str) and len(source.split("/")) == 2
     for source in metadata["model_sources"]:
         assert isinstance(source, str) and len(source.split("/")) == 5
+
+
+class ScriptedGenerator:
+    """Writes code printing 3 + 4, then boxes 7 only if the code's output said 7; or raises when told to."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.fail = fail
+
+    def generate(self, prompts, params):
+        from numina_kit.generation import Completion
+        from numina_kit.prompts import CODE_START, OUTPUT_START
+
+        if self.fail is not None:
+            raise self.fail
+        completions = []
+        for prompt in prompts:
+            if f"{OUTPUT_START}7\n" in prompt:
+                completions.append(Completion("So the answer is $\\boxed{7}$.", "stop"))
+            elif OUTPUT_START in prompt:  # the code did not print 7: give up without an answer
+                completions.append(Completion("The computation failed.", "stop"))
+            else:
+                completions.append(Completion(f"{CODE_START}print(3 + 4)\n```\n{OUTPUT_START}", "stop", OUTPUT_START))
+        return completions
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+class BrokenSandbox:
+    """A sandbox whose worker processes are gone: every call raises."""
+
+    def run(self, code, *, key=None, timeout=None):
+        raise BrokenPipeError("sandbox worker died")
+
+    def run_many(self, codes, *, keys=None, timeout=None):
+        raise BrokenPipeError("sandbox worker died")
+
+    def forget(self, key):
+        raise BrokenPipeError("sandbox worker died")
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("generator", "sandbox", "expected"),
+    [
+        (ScriptedGenerator(), "real", 7),
+        (ScriptedGenerator(fail=RuntimeError("CUDA out of memory")), "real", 0),
+        (ScriptedGenerator(), "broken", 0),
+    ],
+    ids=["healthy", "generator-raises", "executor-broken"],
+)
+def test_faults_through_sctir_solve_still_answer_in_range(tmp_path, generator, sandbox, expected):
+    from numina_kit.executor import ExecutorConfig, Sandbox
+    from numina_kit.sctir import SCTIRConfig
+
+    config = SCTIRConfig(num_candidates=2, max_rounds=3, competition="aimo1", executor=ExecutorConfig(timeout=5.0))
+    executor = Sandbox(config.executor) if sandbox == "real" else BrokenSandbox()
+    try:
+        budget = TimeBudget(total_s=120, num_problems=3, reserve_s=0, floor_s=0, ceiling_s=60)
+        predict = kaggle.make_predict(kaggle.make_solver(generator, config, executor=executor), budget=budget)
+        problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS[:3])
+        run = kaggle.run_local(predict, problems, "aimo1", out_dir=tmp_path)
+    finally:
+        executor.close()
+    table = pd.read_csv(run.submission, dtype={"id": str})
+    assert len(table) == 3 and table["answer"].tolist() == [expected] * 3

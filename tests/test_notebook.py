@@ -25,6 +25,8 @@ PARAMETERS = {
     "MAX_NEW_TOKENS",
     "TOTAL_BUDGET_S",
     "RESERVE_S",
+    "PROBLEM_FLOOR_S",
+    "PROBLEM_CEILING_S",
     "NUM_PROBLEMS",
     "PROBLEMS_FILE",
     "OUTPUT_DIR",
@@ -55,10 +57,29 @@ def test_exactly_one_parameters_cell_of_plain_assignments(notebook):
     tree = ast.parse(tagged[0].source)
     assert all(isinstance(node, ast.Assign) for node in tree.body)
     names = {node.targets[0].id for node in tree.body}
-    assert PARAMETERS <= names
+    assert names >= PARAMETERS
     values = {}
     exec(compile(tree, "parameters", "exec"), {}, values)
     assert values["COMPETITION"] in COMPETITIONS and values["NUM_CANDIDATES"] == 48 and values["MAX_ROUNDS"] == 4
+
+
+def test_papermill_reads_every_parameter_and_the_command_sets_only_those(tmp_path, caplog):
+    import argparse
+
+    import papermill
+
+    from numina_kit import notebook as command
+
+    with caplog.at_level("WARNING"):
+        inspected = papermill.inspect_notebook(str(NOTEBOOK))
+    assert "Unable to parse" not in caplog.text
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--model", "m", "--problems", "p.jsonl", "--out", str(tmp_path)])
+    injected = command.build_parameters(args, num_problems=4, problems_file=tmp_path / "p.jsonl", out=tmp_path)
+    assert set(inspected) >= PARAMETERS and set(injected) <= set(inspected)
+    assert injected["TOTAL_BUDGET_S"] == 120 and injected["PROBLEM_FLOOR_S"] == 15
+    assert injected["RESERVE_S"] < injected["TOTAL_BUDGET_S"]
 
 
 def test_notebook_has_no_algorithm_code(notebook):
@@ -108,8 +129,11 @@ def tiny_model(tmp_path_factory):
     from numina_kit.prompts import render_example
 
     texts = [
-        render_example(f"What is {a} + {b}?", f"```python\nprint({a} + {b})\n```\n```output\n{a + b}\n```\n"
-                       f"The answer is $\\boxed{{{a + b}}}$.", "<eos>")
+        render_example(
+            f"What is {a} + {b}?",
+            f"```python\nprint({a} + {b})\n```\n```output\n{a + b}\n```\nThe answer is $\\boxed{{{a + b}}}$.",
+            "<eos>",
+        )
         for a in range(12)
         for b in range(5)
     ]

@@ -39,7 +39,9 @@ class ScriptedGenerator:
     It records every call's prompts and params, counts tokens as characters, and can advance a fake clock.
     """
 
-    def __init__(self, plan: list[list[str]], clock=None, seconds_per_call: float = 0.0, fail_on_call: int | None = None):
+    def __init__(
+        self, plan: list[list[str]], clock=None, seconds_per_call: float = 0.0, fail_on_call: int | None = None
+    ):
         self.plan, self.clock, self.seconds_per_call, self.fail_on_call = plan, clock, seconds_per_call, fail_on_call
         self.calls: list[list[str]] = []
         self.params: list[SamplingParams] = []
@@ -54,7 +56,10 @@ class ScriptedGenerator:
             raise RuntimeError("CUDA out of memory")
         texts = self.plan[call]
         assert len(texts) == len(prompts), f"call {call}: {len(prompts)} prompts, script has {len(texts)}"
-        return [Completion(text=t, finish_reason="stop", num_tokens=len(t), prompt_tokens=len(p)) for t, p in zip(texts, prompts, strict=True)]
+        return [
+            Completion(text=t, finish_reason="stop", num_tokens=len(t), prompt_tokens=len(p))
+            for t, p in zip(texts, prompts, strict=True)
+        ]
 
     def count_tokens(self, text: str) -> int:
         return len(text)
@@ -137,7 +142,9 @@ def test_candidate_without_code_is_restarted_from_the_prompt(sandbox):
     ],
 )
 def test_pruned_in_the_first_round(sandbox, restart_on_fail, completion, reason):
-    solution = solve(PROBLEM, ScriptedGenerator([[completion]]), config(restart_on_fail=restart_on_fail), executor=sandbox)
+    solution = solve(
+        PROBLEM, ScriptedGenerator([[completion]]), config(restart_on_fail=restart_on_fail), executor=sandbox
+    )
     (candidate,) = solution.candidates
     assert candidate.status is CandidateStatus.PRUNED and candidate.reason == reason
     assert solution.is_fallback and solution.answer == COMPETITIONS["aimo1"].fallback
@@ -222,7 +229,9 @@ def test_deadline_stops_between_rounds(sandbox):
 def test_past_deadline_runs_no_round_and_returns_the_fallback(sandbox):
     clock = FakeClock()
     generator = ScriptedGenerator([])
-    solution = solve(PROBLEM, generator, config(competition="aimo3"), executor=sandbox, deadline=clock.now, clock=clock)
+    solution = solve(
+        PROBLEM, generator, config(competition="aimo3"), executor=sandbox, deadline=clock.now, clock=clock
+    )
     assert generator.calls == [] and solution.is_fallback and solution.answer == COMPETITIONS["aimo3"].fallback
 
 
@@ -253,7 +262,9 @@ def test_no_code_mode_appends_an_empty_output_block(sandbox):
 def test_general_competition_groups_equivalent_answers(sandbox):
     answers = ["\\frac{1}{2}", "0.5", "\\frac{1}{3}"]
     plan = [[code("1/2")] * 3, [boxed(a) for a in answers]]
-    solution = solve(PROBLEM, ScriptedGenerator(plan), config(num_candidates=3, competition="general"), executor=sandbox)
+    solution = solve(
+        PROBLEM, ScriptedGenerator(plan), config(num_candidates=3, competition="general"), executor=sandbox
+    )
     assert solution.answer == "\\frac{1}{2}"
     assert solution.votes[0][1] == 2
 
@@ -315,3 +326,17 @@ def test_config_errors_are_input_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(InputError, match=message):
         SCTIRConfig.from_yaml(path)
+
+
+def test_a_broken_completion_costs_one_candidate(sandbox):
+    class BrokenSecond(ScriptedGenerator):
+        def generate(self, prompts, params):
+            completions = super().generate(prompts, params)
+            if len(self.calls) == 1:
+                completions[1].text = None  # a backend bug: not a string
+            return completions
+
+    plan = [[code("6*7")] * 2, [boxed("42")]]
+    solution = solve(PROBLEM, BrokenSecond(plan), config(num_candidates=2), executor=sandbox)
+    assert solution.candidates[1].status is CandidateStatus.PRUNED
+    assert solution.candidates[1].reason == "invalid completion" and solution.answer == 42

@@ -29,9 +29,7 @@ from numina_kit.voting import ConsistencyRule, VoteResult, majority_vote
         pytest.param([3, 5], [0.0, 0.0], 3, {3: 0.0, 5: 0.0}, 2, id="zero-weights"),
     ],
 )
-def test_majority_vote(
-    answers: list, weights: list | None, winner: object, table: dict, num_valid: int
-) -> None:
+def test_majority_vote(answers: list, weights: list | None, winner: object, table: dict, num_valid: int) -> None:
     result = majority_vote(answers, weights=weights)
     assert result.winner == winner
     assert result.table == table

@@ -149,9 +149,14 @@ def load_reference_problems(source: str, *, split: str = "train", limit: int | N
     except Exception as error:
         raise InputError(f"could not load dataset {source!r} split {split!r}: {error}") from None
     problems = []
+    seen: set[str] = set()
     for index, row in enumerate(rows):
         answer = row.get("answer") or (extract_answer(row["solution"]) if row.get("solution") else None)
-        problems.append(Problem(id=str(row.get("id", index)), problem=row["problem"], answer=answer))
+        problem = Problem(id=str(row.get("id", index)), problem=row["problem"], answer=answer)
+        if problem.id in seen:
+            raise InputError(f"dataset {source!r}: duplicate id {problem.id!r} (ids must be unique to resume)")
+        seen.add(problem.id)
+        problems.append(problem)
         if limit is not None and len(problems) >= limit:
             break
     return problems
