@@ -43,7 +43,7 @@ def tokens_per_second(generator, prompts: list[str], batch: int, max_new_tokens:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch CPU threads to try")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
@@ -73,9 +73,7 @@ def main() -> None:
         f"about {params / 1e6:.2f}M parameters, tied embeddings), `HFGenerator` on CPU, temperature 0.8, "
         f"`max_new_tokens={args.max_new_tokens}`, seeded. Tokens/s counts generated tokens; batch 1 (8 prompts one "
         "at a time) is the baseline measured in the same run.\n\n"
-        + markdown_table(
-            ["weights", "torch threads", "batch 1 tok/s", "batch 48 tok/s", "batch 48 vs batch 1"], rows
-        )
+        + markdown_table(["weights", "torch threads", "batch 1 tok/s", "batch 48 tok/s", "batch 48 vs batch 1"], rows)
         + "\n\nWeight bytes of the same model, float32 against bitsandbytes int8 (as held in memory and saved):\n\n"
         + markdown_table(
             ["part", "float32 bytes", "int8 bytes", "int8 / float32"],
@@ -84,7 +82,8 @@ def main() -> None:
                 ["whole model", sizes.model_fp32_bytes, sizes.model_bytes, f"{sizes.model_ratio:.3f}"],
             ],
         )
-        + "\n\nThe linear layers keep one float32 scale per output row beside their int8 weights; embeddings and "
+        + "\n\nOn this shared 2-core machine, runs with 2 torch threads were 5-15x slower than with 1 (OpenMP threads "
+        "spinning against other jobs); compare with `--threads 1 2` on a quiet machine. The linear layers keep one float32 scale per output row beside their int8 weights; embeddings and "
         "norms stay in float32, which is why the whole tiny model shrinks less than its linear layers (a 7B model "
         "is ~97% linear weights). bitsandbytes int8 on CPU is for checking the path, not for speed: its matmul "
         "casts activations to float16 and back."

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from numina_kit.errors import InputError
+from numina_kit.isolation import UID_BASE
 
 
 logger = logging.getLogger(__name__)
@@ -184,8 +185,11 @@ class _WorkerProcess:
         except ValueError:
             return None
 
-    def kill(self) -> None:
+    def kill(self, *, exited_cleanly: bool = False) -> None:
         """Kill the worker (its children die with it: they hold PR_SET_PDEATHSIG) and delete its files."""
+        if self.info.get("uid_mode") and self.live and not exited_cleanly:
+            # what its children started survives it (no PDEATHSIG on grandchildren): find them by their uids
+            _kill_uids({UID_BASE + pid for pid in self.live})
         if self.proc is not None:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, 9)
@@ -206,9 +210,26 @@ class _WorkerProcess:
             return
         with contextlib.suppress(OSError, ValueError):
             self.proc.stdin.close()
+        exited = False
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self.kill()
+            exited = self.proc.wait(timeout=5) == 0
+        self.kill(exited_cleanly=exited)
+
+
+def _kill_uids(uids: set[int]) -> None:
+    """SIGKILL every process owned by one of `uids` (each a block's own uid), until none is left."""
+    for _ in range(20):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{name}").st_uid in uids:
+                    found = True
+                    os.kill(int(name), 9)
+        if not found:
+            return
+        time.sleep(0.01)
 
 
 def _shutdown(workers: list[_WorkerProcess], root: str) -> None:
@@ -355,7 +376,9 @@ class Sandbox:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(len(self._workers), thread_name_prefix="numina-sandbox")
         keys = list(keys) if keys is not None else [None] * len(codes)
-        futures = [self._pool.submit(self.run, code, key=key, timeout=timeout) for code, key in zip(codes, keys)]
+        futures = [
+            self._pool.submit(self.run, code, key=key, timeout=timeout) for code, key in zip(codes, keys, strict=True)
+        ]
         return [future.result() for future in futures]
 
     def forget(self, key: str) -> None:

@@ -327,7 +327,9 @@ class VLLMGenerator:
                 logger.warning("vLLM finished a request with %r; reporting it as 'stop'", best.finish_reason)
             tokens = list(best.token_ids)
             prompt_tokens = len(output.prompt_token_ids or [])
-            completions.append(Completion(best.text, finish, stop_reason, len(tokens), prompt_tokens, {"token_ids": tokens}))
+            completions.append(
+                Completion(best.text, finish, stop_reason, len(tokens), prompt_tokens, {"token_ids": tokens})
+            )
         return completions
 
 

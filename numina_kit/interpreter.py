@@ -3,14 +3,19 @@
 This is the TIR presentation layer: stdout is captured in memory (capped, with a visible marker), the value of a final
 bare expression is printed when nothing else was (decided with `ast`, so assignments and multi-line code are left
 alone), and an error becomes a compact traceback: the model's failing source line and the final exception line, never
-a host file path. It knows nothing about processes; `numina_kit.worker` forks the child that calls `run_block`.
+a host file path. `serve_blocks` is the loop of the child that `numina_kit.worker` forks and isolates.
 """
 
 import ast
 import builtins
+import contextlib
 import errno
 import io
+import json
 import linecache
+import os
+import resource
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -97,7 +102,10 @@ def format_error(exc: BaseException, memory_mb: int = 0) -> str:
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == SOURCE_NAME]
     if frames:
         frame = frames[-1]
-        lines += ["Traceback (most recent call last):", f'  File "{SOURCE_NAME}", line {frame.lineno}, in {frame.name}']
+        lines += [
+            "Traceback (most recent call last):",
+            f'  File "{SOURCE_NAME}", line {frame.lineno}, in {frame.name}',
+        ]
         if frame.line:
             lines.append(f"    {frame.line.strip()}")
     last = traceback.format_exception_only(type(exc), exc)[-1].rstrip("\n")
@@ -156,3 +164,61 @@ def join_output(stdout: str, error: str, max_output_chars: int) -> str:
     if len(error) > room:
         error = truncate("\n".join(error_lines[:-1]), room // 2) + "\n" + truncate(error_lines[-1], room // 2)
     return (stdout.rstrip() + "\n" + error).strip("\n")
+
+
+def read_line(fd: int, buffer: bytearray) -> bytes | None:
+    """One line from `fd` (blocking), keeping any extra bytes in `buffer`; None at end of file."""
+    while b"\n" not in buffer:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line
+
+
+def serve_blocks(request_fd: int, result_fd: int, namespace: dict, config: dict, uid_mode: bool) -> None:
+    """The child's loop: read a block request, run it, write the result; after the last, kill what it started."""
+    pid = os.getpid()
+
+    def hard_exit(code: int = 0) -> None:
+        raise SystemExit(code)
+
+    os._exit, real_exit = hard_exit, os._exit
+    kill, killpg, write, dumps = os.kill, os.killpg, os.write, json.dumps  # the model's code may replace them
+    buffer = bytearray()
+    while True:
+        line = read_line(request_fd, buffer)
+        if line is None:
+            break
+        request = json.loads(line)
+        used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        cpu = int(used + request["timeout"]) + 2
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1) if request["last"] else (cpu, -1))
+        result = run_block(
+            request["code"],
+            namespace,
+            auto_print=config["auto_print"],
+            max_output_chars=config["max_output_chars"],
+            output_limit=config["output_limit_chars"],
+            memory_mb=config["memory_mb"],
+        )
+        if os.getpid() != pid:  # a fork made by the model's code finished the block: it must not answer
+            real_exit(0)
+        output = result.output
+        size = os.fstat(1).st_size
+        if size:  # output written to file descriptor 1 directly (os.write, subprocesses)
+            raw = os.pread(1, config["max_output_chars"], 0).decode(errors="replace")
+            output = (output + "\n" + raw.strip()).strip("\n")
+            os.ftruncate(1, 0)
+        message = dumps({"status": result.status, "output": output}) + "\n"
+        write(result_fd, message.encode())
+        if request["last"]:
+            break
+    if uid_mode:
+        kill(-1, signal.SIGKILL)  # everything this run's uid still owns: children, setsid escapees
+    else:
+        killpg(0, signal.SIGKILL)
+    real_exit(0)

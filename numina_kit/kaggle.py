@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import json
 import logging
+import numbers
 import os
 import sys
 import threading
@@ -87,11 +88,11 @@ def fallback_answer(competition: str) -> int:
 
 
 def in_range(answer: object, competition: str) -> bool:
-    """Whether `answer` is a valid submission: an int within the competition's `answers.COMPETITIONS` range."""
+    """Whether `answer` is a valid submission: an integer (numpy's too) within the competition's range."""
     from numina_kit.answers import COMPETITIONS as RULES
 
     rule = RULES[competition]
-    return isinstance(answer, int) and not isinstance(answer, bool) and rule.low <= answer <= rule.high
+    return isinstance(answer, numbers.Integral) and not isinstance(answer, bool) and rule.low <= answer <= rule.high
 
 
 def make_solver(generator, config, *, executor=None) -> Solver:
@@ -175,7 +176,7 @@ def make_predict(
             return fallback, "fallback", f"solver raised {type(error).__name__}: {error}"
         if not in_range(result, competition):
             return fallback, "fallback", f"solver answer {result!r:.60} is not an int in range"
-        return result, "solver", ""
+        return int(result), "solver", ""
 
     def predict(id_, problem, *rest):
         started = clock()
@@ -189,14 +190,17 @@ def make_predict(
                 if budget is not None:
                     with contextlib.suppress(Exception):
                         budget.done()
-        record = AnswerRecord(id=pid, answer=value, source=source, reason=reason, seconds=clock() - started)
-        if records is not None:
-            records.append(record)
-        if source == "fallback":
-            logger.warning("problem %s: fallback answer %d (%s)", pid, value, reason)
-        else:
-            logger.info("problem %s: answer %d in %.1f s", pid, value, record.seconds)
-        return pl.DataFrame({"id": [pid], "answer": [value]})
+        try:
+            record = AnswerRecord(id=pid, answer=value, source=source, reason=reason, seconds=clock() - started)
+            if records is not None:
+                records.append(record)
+            if source == "fallback":
+                logger.warning("problem %s: fallback answer %d (%s)", pid, value, reason)
+            else:
+                logger.info("problem %s: answer %d in %.1f s", pid, value, record.seconds)
+        except Exception:  # bookkeeping must not cost the answer
+            pass
+        return pl.DataFrame({"id": [pid], "answer": [value]}, schema_overrides={"answer": pl.Int64})
 
     return predict
 

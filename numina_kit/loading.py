@@ -326,7 +326,9 @@ def _vllm_quantization(model_path: str | Path, config: dict, requested: str | No
             raise InputError(f"{model_path} holds {weight_bits(record)}-bit {method} weights, not 8-bit")
         return method
     if method is None:
-        raise InputError(f"quantization {requested!r} asked for but {model_path}/config.json has no quantization_config")
+        raise InputError(
+            f"quantization {requested!r} asked for but {model_path}/config.json has no quantization_config"
+        )
     if _VLLM_QUANT_FAMILY.get(requested, requested) != method:
         raise InputError(f"quantization {requested!r} does not match the checkpoint's {method!r} weights")
     return requested

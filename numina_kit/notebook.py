@@ -81,7 +81,7 @@ def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_fi
         "TOTAL_BUDGET_S": budget_s,
         "RESERVE_S": args.reserve_s if args.reserve_s is not None else 0.1 * budget_s,
         "PROBLEM_FLOOR_S": min(60.0, share / 2),
-        "PROBLEM_CEILING_S": max(30 * 60.0, share),
+        "PROBLEM_CEILING_S": max(20 * 60.0, share),
         "NUM_PROBLEMS": num_problems,
         "PROBLEMS_FILE": str(problems_file),
         "OUTPUT_DIR": str(out),

@@ -3,41 +3,34 @@
 `numina_kit.executor.Sandbox` starts it as `python -m numina_kit.worker` and speaks newline-delimited JSON with it on
 stdin/stdout. Forking from a parent that has already imported numpy and sympy (and exercised sympy once) makes a block
 cost milliseconds instead of a fresh interpreter; one spare child is always forked ahead so the fork overlaps the
-previous run. Each child, before it sees any code: starts a new session, gets stdin from /dev/null, a scrubbed
-environment, rlimits (address space, CPU, processes, file size, open files, no core dumps) and a private working
-directory; as root it also drops to a uid of its own (`UID_BASE + pid`, so killing everything that uid owns reaps fork
-bombs and `setsid` escapees, and nothing root-owned is writable). The worker itself, when root, first moves into new
-network and mount namespaces (no network; private tmpfs over the world-writable directories) where the OS allows it.
+previous run. `numina_kit.isolation` sets up each child before it sees any code; `numina_kit.interpreter` runs the
+blocks inside it. The worker enforces the wall-clock timeout, kills and reaps everything a block leaves behind (it is
+a child subreaper) and deletes its files.
 """
 
 import contextlib
-import ctypes
 import gc
 import json
 import os
-import resource
 import select
 import shutil
 import signal
 import sys
 import time
 
-from numina_kit.interpreter import run_block
+from numina_kit.interpreter import read_line, serve_blocks
+from numina_kit.isolation import (
+    UID_BASE,
+    become_subreaper,
+    clean_shared_dirs,
+    count_own_processes,
+    isolate_child,
+    mount_private_tmpfs,
+    probe_setuid,
+    unshare_network,
+)
 
 
-UID_BASE = 1_000_000
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
-SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-CLEAN_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "PYTHONHASHSEED": "0",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
 STATE_LOST = "The Python interpreter was restarted: variables, functions and imports from earlier blocks are lost."
 WARMUP = """
 x, y, n = sp.symbols('x y n')
@@ -52,60 +45,6 @@ sp.latex(x**2 / 3); str(sp.sqrt(2) * x + sp.Rational(1, 3)); sp.Abs(-x); sp.Eq(x
 np.array([1.0, 2.0]).sum(); np.linalg.solve(np.eye(2), np.ones(2)); np.arange(10).reshape(2, 5).mean(axis=0)
 math.comb(10, 3); math.gcd(4, 6); math.factorial(10); math.isqrt(99)
 """
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _mount_private_tmpfs(max_file_mb: int) -> bool:
-    """In a new mount namespace, hide the shared writable directories behind root-owned tmpfs (root only)."""
-    if _libc.unshare(CLONE_NEWNS) != 0:
-        return False
-    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return False
-    for path in SHARED_WRITABLE_DIRS:
-        if os.path.isdir(path) and not os.path.islink(path):
-            size = f"{4 * max_file_mb}m" if path == "/tmp" else "1m"
-            options = f"mode=0755,size={size}".encode()
-            if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0 and path == "/tmp":
-                return False
-    return True
-
-
-def _probe_setuid() -> bool:
-    """Whether a forked child can drop to `UID_BASE + pid` (root, and the uid exists in this user namespace)."""
-    if os.geteuid() != 0:
-        return False
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(UID_BASE + os.getpid())
-            os.setuid(UID_BASE + os.getpid())
-            os._exit(0)
-        except BaseException:  # noqa: BLE001
-            os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
-
-
-def _count_own_processes() -> int:
-    """How many processes this user runs now (RLIMIT_NPROC counts them all when the sandbox cannot change uid)."""
-    uid, count = os.getuid(), 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            with contextlib.suppress(OSError):
-                count += os.stat(f"/proc/{name}").st_uid == uid
-    return count
-
-
-def _read_line(fd: int, buffer: bytearray) -> bytes | None:
-    """One line from `fd` (blocking), keeping any extra bytes in `buffer`; None at end of file."""
-    while b"\n" not in buffer:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return None
-        buffer += chunk
-    line, _, rest = bytes(buffer).partition(b"\n")
-    buffer[:] = rest
-    return line
 
 
 class PreambleError(Exception):
@@ -130,17 +69,16 @@ class Worker:
         self.pid = os.getpid()
         self.spare: Child | None = None
         self.interpreters: dict[str, Child] = {}
-        self.exited: dict[int, int] = {}
         self.exiting: list[tuple[Child, float]] = []
         privileged = config.get("privileged", True) and os.geteuid() == 0
-        self.uid_mode = privileged and _probe_setuid()
+        self.uid_mode = privileged and probe_setuid()
         if not self.uid_mode:  # RLIMIT_NPROC counts all of this user's processes: leave room for the ones running
-            config["nproc_limit"] = _count_own_processes() + config["max_processes"] + 64
-        self.net_isolated = privileged and _libc.unshare(CLONE_NEWNET) == 0
-        self.fs_isolated = privileged and _mount_private_tmpfs(config["max_file_mb"])
+            config["nproc_limit"] = count_own_processes() + config["max_processes"] + 64
+        self.net_isolated = privileged and unshare_network()
+        self.fs_isolated = privileged and mount_private_tmpfs(config["max_file_mb"])
         os.makedirs(self.runs_root, exist_ok=True)
         os.chmod(self.runs_root, 0o1733 if self.uid_mode else 0o700)
-        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        become_subreaper()
         self.namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
         try:
             exec(compile(config["preamble"], "<preamble>", "exec"), self.namespace)
@@ -169,93 +107,8 @@ class Worker:
         return Child(pid, uid, request_w, result_r)
 
     def _child_main(self, request_fd: int, result_fd: int) -> None:
-        config, pid = self.config, os.getpid()
-        os.setsid()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the file-size cap raise instead of killing
-        null = os.open(os.devnull, os.O_RDWR)
-        out_path = os.path.join(self.runs_root, f"{pid}.out")
-        out = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(null, 2)
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd > 2 and fd not in (request_fd, result_fd):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        memory = config["memory_mb"] * 2**20
-        limits = [
-            (resource.RLIMIT_AS, memory),
-            (resource.RLIMIT_FSIZE, config["max_file_mb"] * 2**20),
-            (resource.RLIMIT_NOFILE, 256),
-            (resource.RLIMIT_CORE, 0),
-        ]
-        if self.uid_mode:
-            limits.append((resource.RLIMIT_NPROC, config["max_processes"]))
-        elif config.get("nproc_limit"):
-            limits.append((resource.RLIMIT_NPROC, config["nproc_limit"]))
-        for which, value in limits:
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(which, (value, value))
-        if self.uid_mode:
-            os.setgroups([])
-            os.setgid(UID_BASE + pid)
-            os.setuid(UID_BASE + pid)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != self.pid:
-            os._exit(71)
-        workdir = os.path.join(self.runs_root, str(pid))
-        os.mkdir(workdir, 0o700)
-        os.chdir(workdir)
-        os.environ.clear()
-        os.environ.update(CLEAN_ENV, HOME=workdir, TMPDIR=workdir, PWD=workdir)
-        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-        sys.argv = [""]
-
-        def hard_exit(code: int = 0) -> None:
-            raise SystemExit(code)
-
-        os._exit, real_exit = hard_exit, os._exit
-        kill, killpg, write, dumps = os.kill, os.killpg, os.write, json.dumps  # the model's code may replace them
-        namespace = dict(self.namespace)
-        buffer = bytearray()
-        while True:
-            line = _read_line(request_fd, buffer)
-            if line is None:
-                break
-            request = json.loads(line)
-            used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-            cpu = int(used + request["timeout"]) + 2
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1) if request["last"] else (cpu, -1))
-            result = run_block(
-                request["code"],
-                namespace,
-                auto_print=config["auto_print"],
-                max_output_chars=config["max_output_chars"],
-                output_limit=config["output_limit_chars"],
-                memory_mb=config["memory_mb"],
-            )
-            if os.getpid() != pid:  # a fork made by the model's code finished the block: it must not answer
-                real_exit(0)
-            output = result.output
-            size = os.fstat(1).st_size
-            if size:  # output written to file descriptor 1 directly (os.write, subprocesses)
-                raw = os.pread(1, config["max_output_chars"], 0).decode(errors="replace")
-                output = (output + "\n" + raw.strip()).strip("\n")
-                os.ftruncate(1, 0)
-            message = dumps({"status": result.status, "output": output}) + "\n"
-            write(result_fd, message.encode())
-            if request["last"]:
-                break
-        if self.uid_mode:
-            kill(-1, signal.SIGKILL)  # everything this run's uid still owns: children, setsid escapees
-        else:
-            killpg(0, signal.SIGKILL)
-        real_exit(0)
+        isolate_child(self.config, self.runs_root, self.pid, self.uid_mode, (request_fd, result_fd))
+        serve_blocks(request_fd, result_fd, dict(self.namespace), self.config, self.uid_mode)
 
     def reap(self, child: Child) -> None:
         """Kill `child` and everything it started, wait for them, and delete its files."""
@@ -282,11 +135,10 @@ class Worker:
         shutil.rmtree(os.path.join(self.runs_root, str(child.pid)), ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self.runs_root, f"{child.pid}.out"))
+        self.clean_shared_dirs(child.uid)
         self.clean_runs_root()
 
     def _wait(self, pid: int) -> int:
-        if pid in self.exited:
-            return self.exited.pop(pid)
         try:
             return os.waitpid(pid, 0)[1]
         except ChildProcessError:
@@ -320,6 +172,11 @@ class Worker:
                     os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+
+    def clean_shared_dirs(self, uid: int | None) -> None:
+        """Without a private /tmp, delete what a finished child's uid left in the world-writable directories."""
+        if not self.fs_isolated:
+            clean_shared_dirs(uid)
 
     def clean_runs_root(self) -> None:
         """Delete anything in the runs directory that does not belong to a live child."""
@@ -431,6 +288,7 @@ class Worker:
                 shutil.rmtree(os.path.join(self.runs_root, str(child.pid)), ignore_errors=True)
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.runs_root, f"{child.pid}.out"))
+                self.clean_shared_dirs(child.uid)
         self.exiting = still
         self.reap_orphans()
         self.clean_runs_root()
@@ -478,7 +336,7 @@ def main() -> int:
     def reply(message: dict) -> None:
         os.write(protocol_out, (json.dumps(message) + "\n").encode())
 
-    line = _read_line(0, buffer)
+    line = read_line(0, buffer)
     if line is None:
         return 1
     try:
@@ -503,7 +361,7 @@ def main() -> int:
             # while finished children or their orphans are still exiting, keep collecting them between requests
             while b"\n" not in buffer and worker.has_leftovers() and not select.select([0], [], [], 0.02)[0]:
                 worker.collect()
-            line = _read_line(0, buffer)
+            line = read_line(0, buffer)
             if line is None:
                 break
             request = json.loads(line)

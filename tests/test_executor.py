@@ -32,7 +32,7 @@ def sandbox():
     os.environ["NUMINA_KIT_TEST_SECRET"] = SECRET
     try:
         with Sandbox(ExecutorConfig(timeout=TIMEOUT, num_workers=2, memory_mb=512, max_processes=16)) as box:
-            box.isolation  # start the workers now, not inside the first timed test
+            assert box.isolation  # start the workers now, not inside the first timed test
             yield box
     finally:
         os.environ.pop("NUMINA_KIT_TEST_SECRET", None)
@@ -189,7 +189,10 @@ def test_config_rejects_bad_values(field, value):
 
 
 def test_bad_preamble_is_an_input_error():
-    with Sandbox(ExecutorConfig(preamble="import not_a_module_numina", num_workers=1)) as box, pytest.raises(InputError):
+    with (
+        Sandbox(ExecutorConfig(preamble="import not_a_module_numina", num_workers=1)) as box,
+        pytest.raises(InputError),
+    ):
         box.run("1")
 
 
@@ -264,7 +267,9 @@ def test_default_sandbox_is_cleaned_up_at_exit(tmp_path):
     output, root, pids = done.stdout.splitlines()
     assert output == "1"
     assert not Path(root).exists()
-    assert all(not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie" for pid in pids.split())
+    assert all(
+        not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie" for pid in pids.split()
+    )
 
 
 # ---- hostile programs -----------------------------------------------------------------------------------------------
@@ -292,7 +297,11 @@ HOSTILE = [
     ("os._exit", "import os\nprint('bye')\nos._exit(3)", {"error"}),
     ("os._exit(0)", "import os\nprint('bye')\nos._exit(0)", {"ok"}),
     ("sys.exit", "import sys\nprint('bye')\nsys.exit(0)", {"ok"}),
-    ("kill the parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('alive')", {"error", "killed"}),
+    (
+        "kill the parent",
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('alive')",
+        {"error", "killed"},
+    ),
     ("kill every process", "import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('alone')", {"ok"}, "uid_mode"),
     ("write outside the working directory", f"open({str(ESCAPE_TMP)!r}, 'w').write('x')", {"error"}, "fs_isolated"),
     ("write into the repository", f"open({str(ESCAPE_REPO)!r}, 'w').write('x')", {"error"}, "uid_mode"),
@@ -335,7 +344,9 @@ def test_hostile_program_is_contained(sandbox, case):
 
 # Without root's isolation (what a non-root user gets) the same table must still be contained, except the programs that
 # only root's isolation stops (run as root without it, these would really fork-bomb or kill the machine's processes).
-UNPRIVILEGED = [case for case in HOSTILE if len(case) == 3 and case[0] not in ("fork bomb", "thread spam", "huge file")]
+UNPRIVILEGED = [
+    case for case in HOSTILE if len(case) == 3 and case[0] not in ("fork bomb", "thread spam", "huge file")
+]
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +394,20 @@ def test_working_directory_is_private_and_deleted(sandbox):
     assert first != second.split()[0]
     assert second.endswith("[]")
     assert_clean(sandbox)
+
+
+def test_worker_killed_from_outside_is_replaced_and_leaves_nothing(sandbox):
+    if not sandbox.isolation["uid_mode"]:
+        pytest.skip("escapees of a killed worker are found by uid, which needs root")
+    code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\ntime.sleep(300)"
+    with Sandbox(ExecutorConfig(timeout=30, num_workers=1)) as box:
+        assert box.isolation["uid_mode"]
+        worker = box._workers[0]
+        uids = {1_000_000 + pid for pid in worker.live}  # the spare that will run the block
+        threading.Timer(1.0, lambda: os.kill(worker.proc.pid, 9)).start()
+        started = time.monotonic()
+        result = box.run(code)
+        assert result.status == "killed" and time.monotonic() - started < 5
+        owned = lambda: [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in uids]  # noqa: E731
+        assert settle(owned) == []
+        assert box.run("print('replaced')").output == "replaced"

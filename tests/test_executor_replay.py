@@ -48,7 +48,7 @@ def test_replay_reproduces_recorded_outputs(shared_data):
     assert len(blocks) == 2124
     misses = [
         (trace, index, recorded, result.status, result.output)
-        for (trace, index, _, recorded), result in zip(blocks, results)
+        for (trace, index, _, recorded), result in zip(blocks, results, strict=True)
         if not reproduces(recorded, result.status, result.output)
     ]
     reproduced = len(blocks) - len(misses)

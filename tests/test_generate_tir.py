@@ -41,7 +41,7 @@ FIRST_REQUEST_FAILS = {
     "e429": Reply(status=429, body=b'{"error": "slow down"}', headers={"Retry-After": "0"}),
     "e500": Reply(status=500, body=b"boom"),
     "malformed": Reply(body=b"<html>bad gateway</html>"),
-    "hang": Reply(delay_s=1.2, body=b"{}"),
+    "hang": Reply(delay_s=1.8, body=b"{}"),  # past the 1 s client timeout of these tests
 }
 # kind -> pass at which the solution is kept (None: never kept), attempts made, code runs per attempt
 KINDS = {
@@ -116,7 +116,7 @@ def expected_kept(problems: list[Problem]) -> dict[str, int]:
 
 
 def http_teacher(url: str, **overrides) -> HTTPTeacher:
-    settings = dict(base_url=url, timeout_s=0.5, max_retries=3, backoff_s=0.01, backoff_max_s=0.05)
+    settings = dict(base_url=url, timeout_s=1.0, max_retries=3, backoff_s=0.01, backoff_max_s=0.05)
     return HTTPTeacher(TeacherConfig(**(settings | overrides)))
 
 
@@ -163,7 +163,9 @@ def test_run_writes_exactly_the_matching_solutions(tmp_path: Path, sandbox: Sand
     assert stats["outcomes"]["no code"] == 3 * sum("[nocode]" in p.problem for p in problems)
     assert stats["completion_tokens"] > 0 and stats["prompt_tokens"] == 10 * stats["teacher_calls"]
     teacher = stats["this_run"]["teacher"]
-    assert teacher["errors"] == {"http_429": 2, "http_500": 2, "malformed": 2, "timeout": 2}
+    errors = dict(teacher["errors"])
+    timeouts = errors.pop("timeout")  # at least the 2 hangs; a loaded machine may add some
+    assert errors == {"http_429": 2, "http_500": 2, "malformed": 2} and timeouts >= 2
     assert teacher["failures"] == 0 and stats["this_run"]["teacher_failures"] == 0
     assert json.loads(paths.stats.read_text()) == stats
     assert stats["removed_by_decontamination"] == 0 and stats["skipped_no_answer"] == 0
@@ -178,10 +180,9 @@ def test_rerun_skips_finished_problems_and_resumes_passes(tmp_path: Path, sandbo
             problems, http_teacher(server.url), SynthesisConfig(passes=1, seed=1), paths, sandbox=sandbox
         )
         assert first["problems_pending"] == 0 and first["kept_per_pass"] == {"1": len(KINDS) - 5}
-        synthesize(problems, http_teacher(server.url), SynthesisConfig(passes=1), paths, sandbox=sandbox)
-        assert len(server.requests) == sum(model.requests.values())
-        calls = len(server.requests)
-        assert calls == first["this_run"]["teacher"]["requests"]  # the second run made no call
+        second = synthesize(problems, http_teacher(server.url), SynthesisConfig(passes=1), paths, sandbox=sandbox)
+        assert second["this_run"]["teacher"]["requests"] == 0  # everything was finished: no call at all
+        assert second["this_run"]["skipped_finished"] == len(KINDS) and second["attempts"] == first["attempts"]
         # more passes: only the failed problems are tried again, starting at pass 2
         stats = synthesize(
             problems, http_teacher(server.url), SynthesisConfig(passes=3, seed=1), paths, sandbox=sandbox
@@ -284,7 +285,7 @@ def test_script_with_recipe_and_flags(tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"problems: {write_problems(problems, tmp_path / 'in.jsonl')}\npasses: 3\nconcurrency: 4\n"
-        f"timeout_s: 0.5\nbackoff_s: 0.01\nbackoff_max_s: 0.05\nprogress: false\nngram: 5\n"
+        f"timeout_s: 1.0\nbackoff_s: 0.01\nbackoff_max_s: 0.05\nprogress: false\nngram: 5\n"
     )
     with OpenAIServer(TIRModel()) as server:
         done = run_script(

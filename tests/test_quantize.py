@@ -49,8 +49,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tir_file(tmp_path: Path) -> Path:
-    rows = [{"problem": f"What is {i}+{i}?", "solution": f"```python\nprint({i}+{i})\n```\n```output\n{2 * i}\n```"}
-            for i in range(10)]
+    rows = [
+        {"problem": f"What is {i}+{i}?", "solution": f"```python\nprint({i}+{i})\n```\n```output\n{2 * i}\n```"}
+        for i in range(10)
+    ]
     rows += [{"messages": [{"role": "user", "content": "Name 7."}, {"role": "assistant", "content": "$\\boxed{7}$"}]}]
     rows += [{"id": "no-solution", "problem": "skipped"}]
     path = tmp_path / "tir.jsonl"
@@ -154,7 +156,9 @@ def test_gptq_calls_gptqmodel_as_documented(
             model.config = config
             return model
 
-    monkeypatch.setitem(sys.modules, "gptqmodel", types.SimpleNamespace(GPTQModel=GPTQModel, QuantizeConfig=QuantizeConfig))
+    monkeypatch.setitem(
+        sys.modules, "gptqmodel", types.SimpleNamespace(GPTQModel=GPTQModel, QuantizeConfig=QuantizeConfig)
+    )
     out = tmp_path / "gptq"
     argv = ["--model", str(model_dir), "--out", str(out), "--method", "gptq", "--data", str(tir_file)]
     assert quantize.main(argv + ["--num-samples", "5"]) == 0

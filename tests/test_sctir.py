@@ -8,6 +8,7 @@ Run: `pytest tests/test_sctir.py`.
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -340,3 +341,8 @@ def test_a_broken_completion_costs_one_candidate(sandbox):
     solution = solve(PROBLEM, BrokenSecond(plan), config(num_candidates=2), executor=sandbox)
     assert solution.candidates[1].status is CandidateStatus.PRUNED
     assert solution.candidates[1].reason == "invalid completion" and solution.answer == 42
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=str)
+def test_shipped_configs_load(path):
+    assert isinstance(SCTIRConfig.from_yaml(path), SCTIRConfig)

@@ -103,7 +103,7 @@ def sequence(*replies: Reply) -> Callable[[str, dict, dict], Reply]:
 
 
 def teacher(url: str, **overrides) -> HTTPTeacher:
-    settings = dict(base_url=url, model="m", timeout_s=0.5, max_retries=3, backoff_s=0.01, backoff_max_s=0.05)
+    settings = dict(base_url=url, model="m", timeout_s=1.0, max_retries=3, backoff_s=0.01, backoff_max_s=0.05)
     return HTTPTeacher(TeacherConfig(**(settings | overrides)))
 
 
@@ -155,7 +155,7 @@ def test_missing_api_key_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> N
         (Reply(body=b"<html>proxy error</html>"), "malformed"),
         (Reply(body={"choices": []}), "malformed"),
         (Reply(body={"choices": [{"text": None}]}), "malformed"),
-        (Reply(delay_s=1.5, body=b"{}"), "timeout"),  # a hang: the client's 0.5 s timeout fires
+        (Reply(delay_s=1.6, body=b"{}"), "timeout"),  # a hang: the client's 1 s timeout fires
     ],
 )
 def test_transient_failures_are_retried(failure: Reply, kind: str) -> None:

@@ -122,7 +122,9 @@ def _problem_solution(row: Any) -> tuple[str, str] | None:
     messages = row.get("messages")
     if isinstance(messages, list):
         user = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
-        reply = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "assistant"), None)
+        reply = next(
+            (m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "assistant"), None
+        )
         if isinstance(user, str) and isinstance(reply, str):
             return user, reply
     return None
@@ -195,7 +197,9 @@ def weight_bytes(model: Any) -> WeightBytes:
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear8bitLt):
             linear += sum(t.numel() * t.element_size() for t in module.state_dict().values())
-            linear_fp32 += (module.in_features * module.out_features + (module.out_features if module.bias is not None else 0)) * 4
+            linear_fp32 += (
+                module.in_features * module.out_features + (module.out_features if module.bias is not None else 0)
+            ) * 4
             quantized_names.add(name)
     total = total_fp32 = 0
     seen = set()

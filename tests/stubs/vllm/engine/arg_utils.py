@@ -131,7 +131,9 @@ class EngineArgs:
         if self.dtype not in DTYPES:
             raise ValueError(f"Unknown dtype: {self.dtype!r}; choose from {DTYPES}")
         if self.quantization is not None and self.quantization not in QUANTIZATION_METHODS:
-            raise ValueError(f"Unknown quantization method: {self.quantization}. Must be one of {QUANTIZATION_METHODS}.")
+            raise ValueError(
+                f"Unknown quantization method: {self.quantization}. Must be one of {QUANTIZATION_METHODS}."
+            )
         if isinstance(self.attention_backend, str):
             if self.attention_backend.lower() == "auto":
                 self.attention_backend = None

@@ -1,0 +1,184 @@
+"""Benchmark the sandboxed executor against what Numina did (a fresh `python3` per block), measured in the same run.
+
+Measures: the median per-call latency of a typical sympy block through `run_code` against the spawn-per-call
+baseline with the same imports; the wall time of 48 such blocks through `run_codes` (one SC-TIR round); and, when
+../shared/data is present, the replay of every code block of the ToRA traces (how many reproduce, how long it takes,
+and why each miss does not). Writes the `executor` section of docs/benchmarks.md.
+
+    python benchmarks/executor.py [--reps 30] [--baseline-reps 15]
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from report import markdown_table, write_section  # noqa: E402
+
+from numina_kit.executor import DEFAULT_PREAMBLE, ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
+
+
+SHARED_DATA = Path(os.environ.get("NUMINA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# A block of the ToRA corpus (math-train-1459-0), as the model wrote it.
+TYPICAL_BLOCK = """from sympy import symbols, Eq, solve
+
+def find_difference():
+    x, y = symbols('x y')
+    eq1 = Eq(x + y, 399)
+    eq2 = Eq(x/y, 0.9)
+    solution = solve((eq1, eq2), (x, y))
+    return solution[y] - solution[x]
+
+result = find_difference()
+print(result)
+"""
+LIGHT_BLOCK = """from sympy import Rational
+total = sum(Rational(1, n * (n + 1)) for n in range(1, 50))
+print(total)
+"""
+# Why each block of the sample that does not reproduce cannot: checked by hand against the trace.
+KNOWN_MISSES = {
+    "math-train-1527-0": "fabricated output in the ToRA corpus: the code calls `f()` (no parameters) with an argument and "
+    "raises `TypeError`; the recorded output `4` is the intended answer, not what the code prints",
+    "gsm8k_test_881__tora-70b-v1.0": "the loop `while present_age != 3 * present_age` never ends: ToRA's executor timed "
+    "out too, but reported it as `timeout_decorator.timeout_decorator.TimeoutError: 'Timed Out'`; we say `Timed out "
+    "after 5 seconds.`",
+    "gsm8k_test_1132__tora-code-34b-v1.0": "NameError wording: Python 3.11's interpreter appends `Did you mean: ...?` to "
+    "the message; our compact traceback does not, so this one usually reproduces",
+    "math-train-4251-0": "1024 symbolic `floor(log(N, 2))` evaluations: about 10-12 s measured on this machine at "
+    "load average 10, so it passes the 5 s timeout only on a busy machine (it reproduces when the machine is idle "
+    "enough, as in the data README's run)",
+}
+
+
+def spawn_per_call(code: str) -> tuple[float, str]:
+    """Numina's executor: write preamble + code to a file, run a fresh `python3` on it, capture its output."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
+        handle.write(DEFAULT_PREAMBLE + code)
+    try:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, handle.name], capture_output=True, text=True, timeout=60)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.unlink(handle.name)
+    return elapsed, done.stdout.strip()
+
+
+def measure_latency(codes: list[str], reps: int, baseline_reps: int) -> tuple[float, float, list[float]]:
+    """Median seconds per call over `codes`: spawn-per-call and `run_code`, interleaved so load hits both alike."""
+    run_code("1")  # start the default sandbox outside the timing
+    ours, baseline = [], []
+    for i in range(max(reps, baseline_reps)):
+        code = codes[i % len(codes)]
+        if i < baseline_reps:
+            elapsed, expected = spawn_per_call(code)
+            baseline.append(elapsed)
+        if i < reps:
+            started = time.perf_counter()
+            result = run_code(code)
+            ours.append(time.perf_counter() - started)
+            assert i >= baseline_reps or result.output == expected, (result, expected)
+    return statistics.median(baseline), statistics.median(ours), ours
+
+
+def trace_blocks(limit: int) -> list[str]:
+    """The first `limit` sympy-using code blocks of the ToRA corpus rows (MATH problems) that run cleanly."""
+    from test_executor_replay import load_blocks
+
+    blocks = [code for trace, _, code, out in load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
+    blocks = [code for code in blocks if "sympy" in code]
+    results = run_codes(blocks[: 3 * limit])
+    return [code for code, result in zip(blocks, results, strict=False) if result.ok and result.duration_s < 1][:limit]
+
+
+def measure_batch(rounds: int) -> list[float]:
+    """Wall seconds for 48 typical blocks through `run_codes` (one SC-TIR round of 48 candidates)."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        results = run_codes([TYPICAL_BLOCK] * 48)
+        times.append(time.perf_counter() - started)
+        assert all(r.output == "21.0000000000000" for r in results)
+    return times
+
+
+def measure_replay() -> tuple[str, int, int, float]:
+    """Replay every block of the trace sample; return a Markdown table of the misses and the counts."""
+    from test_executor_replay import load_blocks, reproduces
+
+    blocks = load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")
+    started = time.perf_counter()
+    with Sandbox(ExecutorConfig(timeout=5.0)) as sandbox:
+        results = sandbox.run_many([code for _, _, code, _ in blocks])
+    elapsed = time.perf_counter() - started
+    rows = []
+    for (trace, index, _, recorded), result in zip(blocks, results, strict=True):
+        if not reproduces(recorded, result.status, result.output):
+            ours = result.output.splitlines()[-1] if result.output else ""
+            why = KNOWN_MISSES.get(trace, "**not explained**")
+            rows.append([f"`{trace}` #{index}", f"`{recorded[:60]}`", f"{result.status}: `{ours[:80]}`", why])
+    table = markdown_table(["block", "recorded", "ours (last line)", "why"], rows) if rows else "(none)"
+    return table, len(blocks) - len(rows), len(blocks), elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=40, help="run_code calls to time")
+    parser.add_argument("--baseline-reps", type=int, default=15, help="spawn-per-call runs to time")
+    parser.add_argument("--batch-rounds", type=int, default=7, help="rounds of 48 blocks through run_codes")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    cases = [("typical: `solve` on two equations (`math-train-1459-0`)", [TYPICAL_BLOCK]),
+             ("light: a sum of 49 `Rational`s", [LIGHT_BLOCK])]  # fmt: skip
+    if (SHARED_DATA / "tir_traces_sample.jsonl").exists():
+        cases.append(("mix: 20 sympy blocks of the ToRA corpus, in turn", trace_blocks(20)))
+    rows, speedups, samples = [], [], []
+    for name, codes in cases:
+        baseline, ours, times = measure_latency(codes, args.reps, args.baseline_reps)
+        speedups.append(baseline / ours)
+        samples += times if not rows else []
+        rows.append([name, f"{baseline * 1000:.1f} ms", f"{ours * 1000:.1f} ms", f"{baseline / ours:.0f}x"])
+    batch = measure_batch(args.batch_rounds)
+    load_after = os.getloadavg()[0]
+    body = [
+        f"Median wall time per call, {args.baseline_reps} spawn-per-call runs (Numina: a fresh `python3` with "
+        f"`import math, numpy as np, sympy as sp` per block) interleaved with {args.reps} `run_code` calls in one "
+        f"process. `run_code` p10/p90 on the typical block: {statistics.quantiles(samples, n=10)[0] * 1000:.1f} / "
+        f"{statistics.quantiles(samples, n=10)[-1] * 1000:.1f} ms.",
+        "",
+        markdown_table(["block", "spawn per call", "`run_code`", "speed-up"], rows),
+        "",
+        f"48 typical blocks through `run_codes` ({os.cpu_count()} workers): median {statistics.median(batch):.3f} s, "
+        f"best {min(batch):.3f} s over {len(batch)} rounds (target: at most 0.5 s).",
+        "",
+        f"Load average (1 min) {load_before:.1f} before and {load_after:.1f} after on {os.cpu_count()} cores: this "
+        "machine is shared with other jobs, and every figure above includes their contention.",
+    ]
+    if (SHARED_DATA / "tir_traces_sample.jsonl").exists():
+        table, reproduced, total, elapsed = measure_replay()
+        body += [
+            "",
+            "### Replay of the ToRA traces",
+            "",
+            f"Every code block of `tir_traces_sample.jsonl` rerun through one `Sandbox` (5 s timeout, "
+            f"`run_many`): **{reproduced} of {total}** reproduce their recorded output ({reproduced / total:.2%}; "
+            f"errors compare on the last line), in {elapsed:.1f} s. The blocks that do not:",
+            "",
+            table,
+        ]
+    write_section("executor", "Sandboxed executor", "\n".join(body))
+    print("\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
