@@ -81,7 +81,7 @@ def run_gateway(
     out_dir: str | Path = ".",
     response_timeout_s: float | None = None,
     seed: int | None = None,
-):
+) -> Path:
     """Call `predict` once per CSV row as Kaggle's AIMO-2/3 gateway does, check each reply, write the submission.
 
     `seed=None` draws the shuffle seed from `os.urandom`, as the real gateway does. `response_timeout_s` limits
@@ -110,7 +110,10 @@ def run_gateway(
             replies.append(_check_reply(reply, row[id_column], id_column))
     finally:
         worker.shutdown(wait=False, cancel_futures=True)
-    submission = pl.concat(replies, how="vertical_relaxed")
+    try:
+        submission = pl.concat(replies, how="vertical_relaxed")
+    except (pl.exceptions.SchemaError, pl.exceptions.ComputeError) as error:
+        raise GatewayError("INVALID_SUBMISSION", f"replies do not stack into one table: {error}") from None
     path = Path(out_dir) / "submission.parquet"
     submission.write_parquet(path)
     logger.info("local gateway: %d replies written to %s", submission.height, path)

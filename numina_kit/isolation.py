@@ -33,7 +33,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def mount_private_tmpfs(max_file_mb: int) -> bool:
-    """In a new mount namespace, hide the shared writable directories behind root-owned tmpfs (root only)."""
+    """In a new mount namespace, hide the shared writable directories behind root-owned tmpfs (root only).
+
+    Not done when Python or its packages live under one of them (a venv in /tmp): lazy imports would break.
+    """
+    here = os.getcwd()  # `python -m` puts the working directory on sys.path; nothing is imported from it
+    code_paths = [os.path.realpath(path) for path in [sys.prefix, sys.executable, *sys.path] if path not in ("", here)]
+    if any(path.startswith(shared + "/") for path in code_paths for shared in SHARED_WRITABLE_DIRS):
+        return False
     if _libc.unshare(CLONE_NEWNS) != 0:
         return False
     if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:

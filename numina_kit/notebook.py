@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-candidates", type=int, default=8, help="N, candidates per problem (Kaggle: 48)")
     parser.add_argument("--max-rounds", type=int, default=4, help="M, rounds per candidate (Kaggle: 4)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per round (Kaggle: 2048)")
-    parser.add_argument("--max-context-tokens", type=int, default=2048, help="prompt + solution token limit")
+    parser.add_argument(
+        "--max-context-tokens", type=int, default=None, help="prompt + solution limit (default: the model's, <= 4096)"
+    )
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--recipe", default=None, help="an SC-TIR YAML that replaces the settings above")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from numina_kit.data import load_problems
 
     model, notebook, out = Path(args.model), Path(args.notebook), Path(args.out).resolve()
-    if not model.is_dir():
+    if not model.exists():
         raise InputError(f"model folder not found: {model} (train one with `make demo` or pass --model)")
     if not notebook.is_file():
         raise InputError(f"notebook not found: {notebook} (pass --notebook)")
@@ -63,7 +65,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_file: Path, out: Path) -> dict:
-    """The values papermill injects into the notebook's `parameters` cell, from the command's options."""
+    """The values papermill injects into the notebook's `parameters` cell, from the command's options.
+
+    The context limit defaults to the model's own (`max_position_embeddings`, at most 4096), read from its folder.
+    """
+    from numina_kit.loading import context_length, read_model_config
+
+    max_context = args.max_context_tokens
+    if max_context is None:
+        max_context = context_length(read_model_config(args.model))
     budget_s = args.budget_s if args.budget_s is not None else 30.0 * num_problems
     if budget_s <= 0:
         raise InputError(f"--budget-s must be positive, got {budget_s}")
@@ -74,7 +84,7 @@ def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_fi
         "NUM_CANDIDATES": args.num_candidates,
         "MAX_ROUNDS": args.max_rounds,
         "MAX_NEW_TOKENS": args.max_new_tokens,
-        "MAX_CONTEXT_TOKENS": args.max_context_tokens,
+        "MAX_CONTEXT_TOKENS": max_context,
         "TEMPERATURE": args.temperature,
         "SEED": args.seed,
         "RECIPE": str(Path(args.recipe).resolve()) if args.recipe else None,

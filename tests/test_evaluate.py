@@ -148,3 +148,19 @@ def test_command_end_to_end_with_tiny_model(tmp_path, shared_data, capsys):
     assert (out / "accuracy_vs_candidates.png").stat().st_size > 1000
     assert len((out / "solutions.jsonl").read_text().splitlines()) == 4
     assert "2022_AMC" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("no_code", "maj"), [(False, "75.0%"), (True, "0.0%")])
+def test_command_with_config_and_no_code(tmp_path, monkeypatch, capsys, no_code, maj):
+    data = tmp_path / "set.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS)
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text("num_candidates: 3\nmax_rounds: 2\ncompetition: aimo1\n")
+    monkeypatch.setattr("numina_kit.loading.load_generator", lambda path, backend: PrintingGenerator(ANSWERS))
+    args = ["evaluate", "--model", "m", "--data", str(data), "--config", str(config), "--out", str(tmp_path / "out")]
+    assert main(args + (["--no-code"] if no_code else [])) == 0
+    assert f"maj@3 {maj}" in capsys.readouterr().out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["execute_code"] is not no_code and results["config"]["max_rounds"] == 2

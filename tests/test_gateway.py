@@ -99,6 +99,12 @@ def reply_scalar(id_, problem):
     return 5
 
 
+def reply_changing_columns(id_, problem):
+    if id_.item(0) == "p03":
+        return pl.DataFrame({"id": id_.item(0), "answer": 1, "extra": 2})
+    return pl.DataFrame({"id": id_.item(0), "answer": 1})
+
+
 @pytest.mark.parametrize(
     ("predict", "kind", "message"),
     [
@@ -108,6 +114,7 @@ def reply_scalar(id_, problem):
         (reply_wrong_id, "INVALID_SUBMISSION", "zzz"),
         (reply_no_id, "INVALID_SUBMISSION", "missing column id"),
         (reply_scalar, "INVALID_SUBMISSION", "not a DataFrame"),
+        (reply_changing_columns, "INVALID_SUBMISSION", "do not stack"),
     ],
 )
 def test_a_bad_reply_fails_the_whole_run(test_csv, tmp_path, predict, kind, message):

@@ -76,6 +76,7 @@ def test_papermill_reads_every_parameter_and_the_command_sets_only_those(tmp_pat
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args(["--model", "m", "--problems", "p.jsonl", "--out", str(tmp_path)])
+    args.max_context_tokens = 1024
     injected = command.build_parameters(args, num_problems=4, problems_file=tmp_path / "p.jsonl", out=tmp_path)
     assert set(inspected) >= PARAMETERS and set(injected) <= set(inspected)
     assert injected["TOTAL_BUDGET_S"] == 120 and injected["PROBLEM_FLOOR_S"] == 15
@@ -121,6 +122,25 @@ def test_notebook_command_reports_bad_input(tmp_path, capsys):
     assert "model folder not found" in capsys.readouterr().err
     assert main(["notebook", "--model", str(tmp_path), "--problems", str(tmp_path / "x.jsonl"), "--out", "o"]) == 2
     assert "problem file not found" in capsys.readouterr().err
+    assert main(["notebook", "--model", str(tmp_path), "--problems", str(problems), "--out", str(tmp_path / "o")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_context_limit_defaults_to_the_model(tiny_model, tmp_path):
+    import argparse
+
+    from numina_kit import notebook as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tiny_model), "--problems", "p.jsonl", "--out", str(tmp_path)])
+    injected = command.build_parameters(args, num_problems=1, problems_file=tmp_path / "p.jsonl", out=tmp_path)
+    assert injected["MAX_CONTEXT_TOKENS"] == 512
+    args.max_context_tokens = 300
+    assert (
+        command.build_parameters(args, num_problems=1, problems_file=tmp_path, out=tmp_path)["MAX_CONTEXT_TOKENS"]
+        == 300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +157,8 @@ def tiny_model(tmp_path_factory):
         for a in range(12)
         for b in range(5)
     ]
-    return save_demo_model(tmp_path_factory.mktemp("model") / "tiny", texts, hidden_size=32, num_layers=1)
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    return save_demo_model(folder, texts, hidden_size=32, num_layers=1, max_position_embeddings=512)
 
 
 @pytest.mark.slow

@@ -21,8 +21,9 @@ import sft  # noqa: E402
 from numina_kit.prompts import CHAT_TEMPLATE  # noqa: E402
 
 
-SFT_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if "accelerate" not in p.parent.name and "kto" not in p.stem)
-KTO_RECIPES = sorted(RECIPES.rglob("kto*.yaml"))
+TRAINING_RECIPES = [p for folder in ("deepseek-math-7b", "tiny") for p in sorted((RECIPES / folder).glob("*.yaml"))]
+SFT_RECIPES = [p for p in TRAINING_RECIPES if not p.stem.startswith("kto")]
+KTO_RECIPES = [p for p in TRAINING_RECIPES if p.stem.startswith("kto")]
 SEVEN_B = sorted((RECIPES / "deepseek-math-7b").glob("*.yaml"))
 GPUS = 8
 

@@ -20,6 +20,7 @@ from numina_kit.prompts import CHAT_TEMPLATE
 logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
+MODEL_FOLDERS = ("deepseek-math-7b", "tiny")  # recipe folders of sft.py and kto.py (others belong to other scripts)
 SYNTHETIC = "synthetic"
 PAD_TOKEN = "<|pad|>"
 

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import RECIPES, DataArguments, load_rows
+from components import MODEL_FOLDERS, RECIPES, DataArguments, load_rows
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
 
 from numina_kit.data import write_jsonl
@@ -205,7 +205,9 @@ def make_parser() -> TrlParser:
 
 def usage() -> str:
     """One line naming the KTO recipes, printed when the script is run without arguments."""
-    recipes = sorted(str(p.relative_to(RECIPES.parent.parent)) for p in RECIPES.rglob("kto*.yaml"))
+    recipes = [
+        str(p.relative_to(RECIPES.parent.parent)) for folder in MODEL_FOLDERS for p in sorted((RECIPES / folder).glob("kto*.yaml"))
+    ]
     return f"usage: python training/kto.py --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from components import (
+    MODEL_FOLDERS,
     RECIPES,
     DataArguments,
     ScratchModelArguments,
@@ -118,8 +119,12 @@ def make_parser() -> TrlParser:
 
 def usage() -> str:
     """One line naming the recipes, printed when the script is run without arguments."""
-    recipes = sorted(str(p.relative_to(RECIPES.parent.parent)) for p in RECIPES.rglob("*.yaml") if p.parent != RECIPES
-                     and "accelerate" not in p.parent.name and "kto" not in p.stem)
+    recipes = [
+        str(p.relative_to(RECIPES.parent.parent))
+        for folder in MODEL_FOLDERS
+        for p in sorted((RECIPES / folder).glob("*.yaml"))
+        if not p.stem.startswith("kto")
+    ]
     return f"usage: python training/sft.py --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
 
 
