@@ -143,34 +143,42 @@ class SyntheticProblem:
 
 
 # Each kind draws its numbers and returns (problem, code); the answer is what the code prints, so the output block is
-# never made up. Solutions are deliberately rigid (one sentence, one print, copy the output into \boxed) so that a
-# model of a few hundred thousand parameters can learn them.
+# never made up. Solutions are deliberately rigid so that a model of a few million parameters learns them: the code
+# first copies the problem's numbers in the order the problem states them, then applies one formula per kind, and
+# the output is copied into \\boxed.
+def _code(names: str, values: tuple[int, ...], formula: str, header: str = "") -> str:
+    return f"{header}{names} = {', '.join(map(str, values))}\n{formula}"
+
+
 def _product(rng: random.Random) -> tuple[str, str]:
     a, b = rng.randint(1000, 99999), rng.randint(1000, 99999)
-    return f"What is the remainder when ${a} \\times {b}$ is divided by $1000$?", f"print({a} * {b} % 1000)"
+    problem = f"What is the remainder when ${a} \\times {b}$ is divided by $1000$?"
+    return problem, _code("a, b", (a, b), "print(a * b % 1000)")
 
 
 def _power(rng: random.Random) -> tuple[str, str]:
     b, e = rng.randint(2, 99), rng.randint(10, 999)
-    return f"What is the remainder when ${b}^{{{e}}}$ is divided by $1000$?", f"print(pow({b}, {e}, 1000))"
+    problem = f"What is the remainder when ${b}^{{{e}}}$ is divided by $1000$?"
+    return problem, _code("b, e", (b, e), "print(pow(b, e, 1000))")
 
 
 def _digit_sum(rng: random.Random) -> tuple[str, str]:
     b, e = rng.randint(2, 29), rng.randint(10, 59)
-    return f"What is the sum of the digits of ${b}^{{{e}}}$?", f"print(sum(int(d) for d in str({b} ** {e})))"
+    problem = f"What is the sum of the digits of ${b}^{{{e}}}$?"
+    return problem, _code("b, e", (b, e), "print(sum(int(d) for d in str(b ** e)))")
 
 
 def _binomial(rng: random.Random) -> tuple[str, str]:
     n = rng.randint(20, 99)
     k = rng.randint(2, n - 2)
-    code = f"from math import comb\nprint(comb({n}, {k}) % 1000)"
-    return f"What is the remainder when $\\binom{{{n}}}{{{k}}}$ is divided by $1000$?", code
+    problem = f"What is the remainder when $\\binom{{{n}}}{{{k}}}$ is divided by $1000$?"
+    return problem, _code("n, k", (n, k), "print(comb(n, k) % 1000)", header="from math import comb\n")
 
 
 def _multiples(rng: random.Random) -> tuple[str, str]:
     n, (p, q) = rng.randint(100, 999), rng.sample(range(2, 20), 2)
-    code = f"print(sum(1 for k in range(1, {n} + 1) if k % {p} == 0 or k % {q} == 0))"
-    return f"How many integers from $1$ to ${n}$ are divisible by ${p}$ or ${q}$?", code
+    problem = f"How many integers from $1$ to ${n}$ are divisible by ${p}$ or ${q}$?"
+    return problem, _code("n, p, q", (n, p, q), "print(sum(1 for k in range(1, n + 1) if k % p == 0 or k % q == 0))")
 
 
 SYNTHETIC_KINDS: dict[str, Callable[[random.Random], tuple[str, str]]] = {

@@ -322,9 +322,10 @@ class VLLMGenerator:
         for output in outputs:
             best = output.outputs[0]
             stop_reason = best.stop_reason if isinstance(best.stop_reason, str) else None
-            finish = "length" if best.finish_reason == "length" else "stop"
+            finish = "stop" if best.finish_reason == "stop" else "length"
             if best.finish_reason not in ("stop", "length"):
-                logger.warning("vLLM finished a request with %r; reporting it as 'stop'", best.finish_reason)
+                # e.g. "abort": the text is cut short, which callers must treat like running out of tokens.
+                logger.warning("vLLM finished a request with %r; reporting it as 'length'", best.finish_reason)
             tokens = list(best.token_ids)
             prompt_tokens = len(output.prompt_token_ids or [])
             completions.append(

@@ -15,7 +15,10 @@ COT_ROW = {
     "source": "amc_aime",
     "problem": "What is $1+1$?",
     "solution": "It is $\\boxed{2}$.",
-    "messages": [{"role": "user", "content": "What is $1+1$?"}, {"role": "assistant", "content": "It is $\\boxed{2}$."}],
+    "messages": [
+        {"role": "user", "content": "What is $1+1$?"},
+        {"role": "assistant", "content": "It is $\\boxed{2}$."},
+    ],
 }
 TIR_ROW = {
     "problem": "What is $2^{10}$?",

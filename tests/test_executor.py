@@ -31,7 +31,7 @@ ESCAPE_REPO = REPO / "numina_kit_escape_marker"
 def sandbox():
     os.environ["NUMINA_KIT_TEST_SECRET"] = SECRET
     try:
-        with Sandbox(ExecutorConfig(timeout=TIMEOUT, num_workers=2, memory_mb=512, max_processes=16)) as box:
+        with Sandbox(ExecutorConfig(timeout=TIMEOUT, num_workers=2, memory_mb=384, max_processes=16)) as box:
             assert box.isolation  # start the workers now, not inside the first timed test
             yield box
     finally:
@@ -351,7 +351,7 @@ UNPRIVILEGED = [
 
 @pytest.fixture(scope="module")
 def unprivileged():
-    with Sandbox(ExecutorConfig(timeout=TIMEOUT, num_workers=1, memory_mb=512, privileged=False)) as box:
+    with Sandbox(ExecutorConfig(timeout=TIMEOUT, num_workers=1, memory_mb=384, privileged=False)) as box:
         assert box.isolation == {"uid_mode": False, "net_isolated": False, "fs_isolated": False}
         yield box
 

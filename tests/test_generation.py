@@ -193,9 +193,9 @@ def test_sampling_params_reject_bad_values() -> None:
 
 
 def test_hf_int8_generator_holds_int8_weights(model_dir: Path) -> None:
-    import bitsandbytes as bnb
     import torch
 
+    bnb = pytest.importorskip("bitsandbytes")
     generator = load_generator(model_dir, backend="hf", quantization="int8")
     assert isinstance(generator, HFGenerator)
     linears = [m for m in generator.model.model.layers.modules() if isinstance(m, torch.nn.Linear)]

@@ -166,7 +166,7 @@ def test_8bit_where_bitsandbytes_is_missing(fresh_bnb_probe, model_dir: Path, mo
 
 
 def test_8bit_where_bitsandbytes_cannot_run(fresh_bnb_probe, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bitsandbytes
+    bitsandbytes = pytest.importorskip("bitsandbytes")
 
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel image for this device\nsecond line of a long CUDA error")
@@ -178,6 +178,7 @@ def test_8bit_where_bitsandbytes_cannot_run(fresh_bnb_probe, model_dir: Path, mo
 
 
 def test_bitsandbytes_runs_int8_on_this_cpu(fresh_bnb_probe) -> None:
+    pytest.importorskip("bitsandbytes")
     assert loading.bitsandbytes_problem("cpu") is None
 
 
@@ -252,6 +253,8 @@ def test_context_length(config: dict, cap: int | None, expected: int) -> None:
 
 def test_int8_checkpoint_loads_back_on_cpu(model_dir: Path, tmp_path: Path) -> None:
     import torch
+
+    pytest.importorskip("bitsandbytes")
 
     generator = load_generator(model_dir, backend="hf", quantization="int8")
     generator.model.save_pretrained(tmp_path / "int8")

@@ -87,7 +87,9 @@ def test_seven_b_recipes_state_numina_hyperparameters(recipe):
     for fact in ("global batch 32", "learning rate", "cosine", "sequence length"):
         assert fact in comments, f"{recipe.name} comments do not state {fact}"
     if "stage2" in recipe.stem:
-        assert model_args.model_name_or_path == parse(sft, RECIPES / "deepseek-math-7b" / "stage1_cot.yaml")[1].output_dir
+        assert (
+            model_args.model_name_or_path == parse(sft, RECIPES / "deepseek-math-7b" / "stage1_cot.yaml")[1].output_dir
+        )
     if "stage" in recipe.stem:
         assert args.learning_rate == 2e-5 and args.packing
 
@@ -109,8 +111,9 @@ def test_accelerate_configs_are_zero3_on_h100_nodes(name):
 
 @pytest.mark.parametrize("script", ["sft.py", "kto.py"])
 def test_script_without_arguments_prints_usage_naming_the_recipes(script):
-    done = subprocess.run([sys.executable, str(TRAINING / script)], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, str(TRAINING / script)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert done.returncode == 2
     assert done.stdout.startswith(f"usage: python training/{script}")
     expected = "training/recipes/tiny/sft.yaml" if script == "sft.py" else "training/recipes/tiny/kto.yaml"

@@ -35,7 +35,9 @@ class DataArguments(ScriptArguments):
     synthetic_seed: int = field(default=1, metadata={"help": "Seed of the synthetic training problems."})
     held_out_problems: str | None = field(
         default=None,
-        metadata={"help": "A problem file (JSONL/CSV/Parquet) whose problems are excluded from synthetic training data."},
+        metadata={
+            "help": "A problem file (JSONL/CSV/Parquet) whose problems are excluded from synthetic training data."
+        },
     )
 
 
@@ -45,7 +47,9 @@ class ScratchModelArguments:
 
     from_scratch: bool = field(
         default=False,
-        metadata={"help": "Ignore model_name_or_path: train a tokenizer on the data and a random Llama from a config."},
+        metadata={
+            "help": "Ignore model_name_or_path: train a tokenizer on the data and a random Llama from a config."
+        },
     )
     vocab_size: int = field(default=512, metadata={"help": "Tokenizer vocabulary size (from_scratch)."})
     hidden_size: int = field(default=128, metadata={"help": "Hidden size (from_scratch)."})
@@ -82,8 +86,10 @@ def load_rows(data_args: DataArguments):
             from numina_kit.data import load_problems
 
             exclude = {p.problem for p in load_problems(data_args.held_out_problems)}
-        rows = [p.to_row() for p in synthetic_problems(data_args.synthetic_size, seed=data_args.synthetic_seed,
-                                                       exclude=exclude)]
+        rows = [
+            p.to_row()
+            for p in synthetic_problems(data_args.synthetic_size, seed=data_args.synthetic_seed, exclude=exclude)
+        ]
         return DatasetDict({data_args.dataset_train_split: Dataset.from_list(rows)})
     path = Path(name)
     if path.suffix.lower() in (".jsonl", ".json", ".parquet"):

@@ -49,8 +49,15 @@ class SamplingArguments:
         default=True,
         metadata={"help": "Set desirable/undesirable weights so both classes weigh the same in the loss."},
     )
+    samples_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on labelled samples of an earlier run (JSONL with prompt/completion/label) instead of sampling."
+        },
+    )
     samples_path: str | None = field(
-        default=None, metadata={"help": "Where to write the labelled samples (JSONL); default output_dir/samples.jsonl."}
+        default=None,
+        metadata={"help": "Where to write the labelled samples (JSONL); default output_dir/samples.jsonl."},
     )
 
 
@@ -105,6 +112,22 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
     return rows
 
 
+def read_samples(path: str | Path) -> list[dict]:
+    """Labelled samples written by an earlier run (`samples.jsonl`); `InputError` when a row lacks a field."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"samples file not found: {path}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
+            raise InputError(f"{path}: row {number} needs 'prompt' and 'completion' text")
+        if not isinstance(row.get("label"), bool):
+            raise InputError(f"{path}: row {number} needs a true/false 'label'")
+    return rows
+
+
 def balanced_weights(num_desirable: int, num_undesirable: int) -> tuple[float, float]:
     """(desirable_weight, undesirable_weight) that make both classes weigh the same, the rarer one scaled up.
 
@@ -134,16 +157,19 @@ def main(
     ###############
     # Sample on-policy completions
     ###############
-    split = load_rows(data_args)[data_args.dataset_train_split]
-    problems = [{**row, "answer": reference_answer(row)} for row in split]
-    problems = [row for row in problems if row["answer"] is not None][: sampling.num_problems]
-    if not problems:
-        raise InputError(f"{data_args.dataset_name}: no problems with an 'answer' to label completions against")
-    rows = []
-    if training_args.distributed_state.is_main_process:
-        rows = sample_completions(problems, model_args.model_name_or_path, sampling)
-        write_jsonl(rows, sampling.samples_path or Path(training_args.output_dir) / "samples.jsonl")
-    rows = _broadcast(rows, training_args)
+    if sampling.samples_from:
+        rows = read_samples(sampling.samples_from)
+    else:
+        split = load_rows(data_args)[data_args.dataset_train_split]
+        problems = [{**row, "answer": reference_answer(row)} for row in split]
+        problems = [row for row in problems if row["answer"] is not None][: sampling.num_problems]
+        if not problems:
+            raise InputError(f"{data_args.dataset_name}: no problems with an 'answer' to label completions against")
+        rows = []
+        if training_args.distributed_state.is_main_process:
+            rows = sample_completions(problems, model_args.model_name_or_path, sampling)
+            write_jsonl(rows, sampling.samples_path or Path(training_args.output_dir) / "samples.jsonl")
+        rows = _broadcast(rows, training_args)
 
     ###############
     # Label and balance
@@ -155,8 +181,11 @@ def main(
         training_args.desirable_weight, training_args.undesirable_weight = balanced_weights(
             num_desirable, num_undesirable
         )
-        logger.info("weights: desirable %.3f, undesirable %.3f", training_args.desirable_weight,
-                    training_args.undesirable_weight)
+        logger.info(
+            "weights: desirable %.3f, undesirable %.3f",
+            training_args.desirable_weight,
+            training_args.undesirable_weight,
+        )
     dataset = Dataset.from_list([{k: row[k] for k in ("prompt", "completion", "label")} for row in rows])
 
     ###############
@@ -174,6 +203,7 @@ def main(
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
 
     ###############
     # Save
@@ -206,7 +236,9 @@ def make_parser() -> TrlParser:
 def usage() -> str:
     """One line naming the KTO recipes, printed when the script is run without arguments."""
     recipes = [
-        str(p.relative_to(RECIPES.parent.parent)) for folder in MODEL_FOLDERS for p in sorted((RECIPES / folder).glob("kto*.yaml"))
+        str(p.relative_to(RECIPES.parent.parent))
+        for folder in MODEL_FOLDERS
+        for p in sorted((RECIPES / folder).glob("kto*.yaml"))
     ]
     return f"usage: python training/kto.py --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
 

@@ -97,6 +97,7 @@ def main(
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
 
     ###############
     # Save
