@@ -31,8 +31,23 @@ from numina_kit.worker import WARMUP  # noqa: E402
 
 
 SHARED_DATA = Path(os.environ.get("NUMINA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-# A block of the ToRA corpus (math-train-1459-0), as the model wrote it.
-TYPICAL_BLOCK = """from sympy import symbols, Eq, solve
+# "A typical sympy block": the block of median cost among the trace sample's sympy blocks (its own work inside a
+# warm fork), gsm8k_test_562 by tora-code-34b, as the model wrote it (docstring shortened).
+TYPICAL_BLOCK = """from sympy import symbols, solve, cos, rad
+
+def sun_angle():
+    \"\"\"How many degrees will there be from the ground to the sun?\"\"\"
+    # Define the variables
+    theta = symbols('theta')
+    theta_at_tip = solve(90 - theta - 32, theta)[0]
+    theta_after_movement = theta_at_tip + 50
+    return theta_after_movement
+
+result = sun_angle()
+print(result)
+"""
+# A heavy block (about the 80th percentile of that set): math-train-1459-0, `solve` on two equations with a float.
+HEAVY_BLOCK = """from sympy import symbols, Eq, solve
 
 def find_difference():
     x, y = symbols('x y')
@@ -119,24 +134,26 @@ def measure_latency(codes: list[str], reps: int, baseline_reps: int) -> tuple[fl
     return statistics.median(baseline), statistics.median(ours), statistics.median(floor), ours
 
 
-def trace_blocks(limit: int) -> list[str]:
-    """The first `limit` sympy-using code blocks of the ToRA corpus rows (MATH problems) that run cleanly."""
+def trace_blocks() -> list[str]:
+    """Every sympy-using code block of the trace sample that runs cleanly: what "a typical sympy block" looks like."""
     from test_executor_replay import load_blocks
 
     blocks = [code for trace, _, code, out in load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
     blocks = [code for code in blocks if "sympy" in code]
-    results = run_codes(blocks[: 3 * limit])
-    return [code for code, result in zip(blocks, results, strict=False) if result.ok and result.duration_s < 1][:limit]
+    results = run_codes(blocks)
+    return [code for code, result in zip(blocks, results, strict=True) if result.ok]
 
 
-def measure_batch(rounds: int) -> list[float]:
-    """Wall seconds for 48 typical blocks through `run_codes` (one SC-TIR round of 48 candidates)."""
+def measure_batch(codes: list[str], rounds: int) -> list[float]:
+    """Wall seconds for 48 blocks (`codes` cycled) through `run_codes`: one SC-TIR round of 48 candidates."""
+    batch = [codes[i % len(codes)] for i in range(48)]
+    expected = [r.output for r in run_codes(batch)]
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        results = run_codes([TYPICAL_BLOCK] * 48)
+        results = run_codes(batch)
         times.append(time.perf_counter() - started)
-        assert all(r.output == "21.0000000000000" for r in results)
+        assert [r.output for r in results] == expected
     return times
 
 
@@ -167,10 +184,12 @@ def main() -> int:
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
-    cases = [("typical: `solve` on two equations (`math-train-1459-0`)", [TYPICAL_BLOCK]),
+    real = trace_blocks() if (SHARED_DATA / "tir_traces_sample.jsonl").exists() else []
+    cases = [("**typical: the median-cost sympy block (`gsm8k_test_562`)**", [TYPICAL_BLOCK]),
+             ("heavy: `solve` on two equations with a float (`math-train-1459-0`)", [HEAVY_BLOCK]),
              ("light: a sum of 49 `Rational`s", [LIGHT_BLOCK])]  # fmt: skip
-    if (SHARED_DATA / "tir_traces_sample.jsonl").exists():
-        cases.append(("mix: 20 sympy blocks of the ToRA corpus, in turn", trace_blocks(20)))
+    if real:
+        cases.insert(1, (f"all {len(real)} sympy blocks of the trace sample, in turn", real))
     rows, samples = [], []
     for name, codes in cases:
         baseline, ours, floor, times = measure_latency(codes, args.reps, args.baseline_reps)
@@ -184,12 +203,23 @@ def main() -> int:
                 f"{floor * 1000:.1f} ms",
             ]
         )
-    batch = measure_batch(args.batch_rounds)
+    batches = [
+        ("**the typical block x 48**", measure_batch([TYPICAL_BLOCK], args.batch_rounds)),
+        ("the heavy `solve` block x 48", measure_batch([HEAVY_BLOCK], args.batch_rounds)),
+    ]
+    if real:
+        quick = [code for code in real if "floor(log(" not in code]  # all but math-train-4251-0 (seconds alone)
+        batches.append((f"the {len(quick)} real sympy blocks under 1 s, cycled to 48", measure_batch(quick, 3)))
+        batches.append((f"all {len(real)} real sympy blocks, cycled to 48", measure_batch(real, 3)))
     load_after = os.getloadavg()[0]
+    batch_rows = [[name, f"{statistics.median(t):.3f} s", f"{min(t):.3f} s"] for name, t in batches]
     body = [
         f"Median wall time per call, {args.baseline_reps} spawn-per-call runs (Numina: a fresh `python3` with "
         f"`import math, numpy as np, sympy as sp` per block) interleaved with {args.reps} `run_code` calls in one "
-        f"process. `run_code` p10/p90 on the typical block: {statistics.quantiles(samples, n=10)[0] * 1000:.1f} / "
+        f'process. The first row is the target\'s "typical sympy block": every block of the trace sample that uses '
+        f"sympy, run in turn (their own work inside a warm fork has a median of about 5 ms). The `solve` row is a "
+        f"heavy block (about the 80th percentile of that set: ~20 ms of sympy work in any process). `run_code` "
+        f"p10/p90 on the first row: {statistics.quantiles(samples, n=10)[0] * 1000:.1f} / "
         f"{statistics.quantiles(samples, n=10)[-1] * 1000:.1f} ms.",
         "",
         markdown_table(
@@ -199,15 +229,21 @@ def main() -> int:
         "The last column is a naive fork server with no sandbox: the benchmark process (preamble imported, sympy "
         "warmed, GC frozen) forks per block, execs it and waits for the child. `run_code` is faster than that despite "
         "its isolation and the extra process hop, because the next child is forked while the previous block runs and "
-        "a finished child is collected after the answer is sent. Both pay the block's own sympy work: sympy's caches "
-        "start cold in every fresh process, so the `solve` block costs tens of milliseconds in any fork-based "
-        "executor, which is why its speed-up stays below the lighter blocks'.",
+        "a finished child is collected after the answer is sent. Both pay the block's own sympy work, which no "
+        "executor avoids: per-expression caches start cold in every fresh child, so the heavy `solve` block costs "
+        "tens of milliseconds anywhere, and its speed-up stays below the typical blocks'.",
         "",
-        f"48 typical blocks through `run_codes` ({os.cpu_count()} workers): median {statistics.median(batch):.3f} s, "
-        f"best {min(batch):.3f} s over {len(batch)} rounds (target: at most 0.5 s).",
+        f"48 blocks through `run_codes` ({os.cpu_count()} workers; one SC-TIR round of 48 candidates; target: at "
+        f"most 0.5 s), {args.batch_rounds} rounds each:",
         "",
-        f"Load average (1 min) {load_before:.1f} before and {load_after:.1f} after on {os.cpu_count()} cores: this "
-        "machine is shared with other jobs, and every figure above includes their contention.",
+        markdown_table(["48 blocks", "median", "best"], batch_rows),
+        "",
+        "A round cannot finish before its slowest block: `math-train-4251-0` (1024 symbolic `floor(log(N, 2))` "
+        "evaluations) alone takes about 3 s of CPU, so any batch that contains it takes seconds whatever the "
+        "executor; the 5 s timeout is what bounds it.",
+        "",
+        f"Load average (1 min) {load_before:.1f} before and {load_after:.1f} after on {os.cpu_count()} cores: when "
+        "it is above 0, other jobs shared the machine and every figure above includes their contention.",
     ]
     if (SHARED_DATA / "tir_traces_sample.jsonl").exists():
         table, reproduced, total, elapsed = measure_replay()

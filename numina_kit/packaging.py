@@ -25,7 +25,7 @@ from numina_kit.kaggle import KAGGLE_COMPETITIONS, kaggle_competition
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "submission.ipynb"
-KERNEL_METADATA = REPO / "notebooks" / "kernel-metadata.json"
+KERNEL_METADATA = REPO / "kernel-metadata.json"
 # Kaggle's image runs Ubuntu 22.04 (glibc 2.35) on x86_64; pip does not expand manylinux_2_X tags, so list them.
 DEFAULT_GLIBC = (2, 35)
 MACHINE_SHAPES = {"aimo1": "NvidiaTeslaT4", "aimo2": "NvidiaL4", "aimo3": "NvidiaH100"}

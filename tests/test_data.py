@@ -114,7 +114,7 @@ def test_demo_fixture_is_held_out_from_the_tiny_training_set():
     fixture = Path(__file__).parent / "fixtures" / "demo_problems.jsonl"
     demo = load_problems(fixture)
     assert len(demo) == 50 and all(p.answer is not None for p in demo)
-    train = synthetic_problems(4000, seed=1, exclude={p.problem for p in demo})
+    train = synthetic_problems(6000, seed=1, exclude={p.problem for p in demo})
     assert not {p.problem for p in demo} & {p.problem for p in train}
 
 

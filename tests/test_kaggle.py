@@ -1,6 +1,6 @@
 """Serving through Kaggle's APIs (numina_kit.kaggle): `predict` never raises and always answers in range under
 injected faults, it answers by the budget's deadline, the local mode (stand-in or real gateway) and its score, the
-hidden-rerun path, and the fields of notebooks/kernel-metadata.json."""
+hidden-rerun path, and the fields of kernel-metadata.json."""
 
 import json
 import logging
@@ -367,7 +367,7 @@ KERNEL_FIELDS = {
 
 
 def test_kernel_metadata_is_valid_for_kaggle_kernels_push():
-    folder = REPO / "notebooks"
+    folder = REPO
     metadata = json.loads((folder / "kernel-metadata.json").read_text())
     for name, kind in KERNEL_FIELDS.items():
         assert isinstance(metadata.get(name), kind), f"{name} should be a {kind.__name__}"
