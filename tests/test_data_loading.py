@@ -17,7 +17,9 @@ def write_jsonl(path, rows):
 
 
 def test_jsonl_keeps_answer_strings(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "problem": "P1", "answer": "142.0"}, {"id": 7, "problem": "P2"}])
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": "a", "problem": "P1", "answer": "142.0"}, {"id": 7, "problem": "P2"}]
+    )
     assert load_problems(path) == [Problem("a", "P1", "142.0"), Problem("7", "P2", None)]
 
 

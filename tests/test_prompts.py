@@ -30,7 +30,9 @@ def test_template_training_example_ends_with_eos(tokenizer):
 
 def test_system_message_is_dropped(tokenizer):
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q"}]
-    assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == prompts.render_prompt("Q")
+    assert tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    ) == prompts.render_prompt("Q")
 
 
 def test_stop_string_and_output_block_round_trip():
