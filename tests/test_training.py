@@ -121,3 +121,34 @@ def test_kto_samples_on_policy_and_its_loss_goes_down(sft_model, tmp_path):
     from numina_kit.loading import load_generator
 
     assert load_generator(out, backend="hf").count_tokens("abc") > 0
+
+
+def test_sft_on_one_local_file_with_eval_switched_on_trains_without_eval(tmp_path, caplog):
+    """Stage 2 evaluates every epoch on a `test` split; a single JSONL (generate_tir's output) has only `train`."""
+    from numina_kit.data import synthetic_problems, write_jsonl
+    from numina_kit.prompts import render_messages
+
+    rows = [
+        {"problem": p.problem, "solution": p.solution, "messages": render_messages(p.problem, p.solution)}
+        for p in synthetic_problems(32, seed=5)
+    ]
+    data = tmp_path / "tir.jsonl"
+    write_jsonl(rows, data)
+    out = tmp_path / "model"
+    args = sft.make_parser().parse_args_and_config(
+        [
+            "--config", str(TRAINING / "recipes" / "tiny" / "sft.yaml"),
+            "--dataset_name", str(data),
+            "--output_dir", str(out),
+            "--held_out_problems", str(HELD_OUT),
+            "--hidden_size", "32",
+            "--num_hidden_layers", "1",
+            "--num_attention_heads", "2",
+            "--max_steps", "2",
+            "--eval_strategy", "epoch",
+        ]
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert sft.main(*args) == out
+    assert "evaluation is switched off" in caplog.text
+    assert (out / "config.json").is_file()

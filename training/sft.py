@@ -31,6 +31,7 @@ from components import (
     resolve_chat_template,
     scratch_tokenizer_and_model,
 )
+from transformers import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from numina_kit.data import to_messages
@@ -87,6 +88,9 @@ def main(
     eval_dataset = None
     if training_args.eval_strategy != "no":
         eval_dataset = dataset.get(data_args.dataset_test_split)
+        if eval_dataset is None:  # e.g. one local JSONL file, which has only a train split
+            logger.warning("no %r split in the data: evaluation is switched off", data_args.dataset_test_split)
+            training_args.eval_strategy = IntervalStrategy.NO
     trainer = SFTTrainer(
         model=model,
         args=training_args,
