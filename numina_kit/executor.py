@@ -249,6 +249,7 @@ class Sandbox:
         self.config = config or ExecutorConfig()
         count = self.config.num_workers or os.cpu_count() or 1
         self._root = tempfile.mkdtemp(prefix="numina_kit_sandbox_")
+        os.chmod(self._root, 0o711)  # a block's own uid must reach its run folder inside (nothing can be listed)
         self._workers = [_WorkerProcess(self.config, self._root, i) for i in range(count)]
         self._busy = [False] * count
         self._cond = threading.Condition()
@@ -270,7 +271,7 @@ class Sandbox:
         """What the OS allowed the workers (`uid_mode`, `net_isolated`, `fs_isolated`); starts them if needed."""
         self._start_workers()
         info = self._workers[0].info
-        return {name: bool(info.get(name)) for name in ("uid_mode", "net_isolated", "fs_isolated")}
+        return {name: bool(info.get(name)) for name in ("uid_mode", "net_isolated", "fs_isolated", "python_visible")}
 
     def _start_workers(self) -> None:
         """Start every worker that is not running, all at once (each takes about a second to import and warm up)."""

@@ -14,11 +14,13 @@ import resource
 import shutil
 import signal
 import sys
+import tempfile
 
 
 UID_BASE = 1_000_000
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 1 << 12, 1 << 14, 1 << 18
+MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 CLEAN_ENV = {
@@ -52,6 +54,50 @@ def mount_private_tmpfs(max_file_mb: int) -> bool:
             if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0 and path == "/tmp":
                 return False
     return True
+
+
+def reveal_python() -> bool:
+    """Let the per-block uid read the Python installation when a root-only directory above it hides it (root only).
+
+    With pyenv under /root (mode 0700), a block dropped to its own uid could not import any module the worker had not
+    already loaded (`import statistics` failed). In a new mount namespace, each hidden installation is bound aside, a
+    small root-owned tmpfs (mode 0755) covers the closed directory, and the installation is bound back at its own
+    path: blocks see Python and nothing else of that directory. True when nothing was hidden or all is now visible.
+    """
+    roots = sorted({os.path.realpath(path) for path in (sys.base_prefix, sys.prefix)})
+    hidden = [(root, closed) for root in roots if (closed := _closed_ancestor(root))]
+    if not hidden:
+        return True
+    if _libc.unshare(CLONE_NEWNS) != 0 or _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    stashes = []
+    for root, _ in hidden:
+        stash = tempfile.mkdtemp(prefix="numina_kit_python_")
+        if _libc.mount(root.encode(), stash.encode(), None, MS_BIND | MS_REC, None) != 0:
+            return False
+        stashes.append((root, stash))
+    for closed in sorted({closed for _, closed in hidden}):
+        if _libc.mount(b"tmpfs", closed.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=1m") != 0:
+            return False
+    for root, stash in stashes:
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        if _libc.mount(stash.encode(), root.encode(), None, MS_BIND | MS_REC, None) != 0:
+            return False
+        _libc.umount2(stash.encode(), MNT_DETACH)
+        with contextlib.suppress(OSError):
+            os.rmdir(stash)
+    return all(_closed_ancestor(root) is None for root in roots)
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The first directory above `path` that others cannot enter (no o+x), or None."""
+    parts = path.strip("/").split("/")
+    for depth in range(1, len(parts)):
+        ancestor = "/" + "/".join(parts[:depth])
+        with contextlib.suppress(OSError):
+            if not os.stat(ancestor).st_mode & 0o001:
+                return ancestor
+    return None
 
 
 def probe_setuid() -> bool:

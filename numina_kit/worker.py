@@ -27,6 +27,7 @@ from numina_kit.isolation import (
     isolate_child,
     mount_private_tmpfs,
     probe_setuid,
+    reveal_python,
     unshare_network,
 )
 
@@ -76,6 +77,7 @@ class Worker:
             config["nproc_limit"] = count_own_processes() + config["max_processes"] + 64
         self.net_isolated = privileged and unshare_network()
         self.fs_isolated = privileged and mount_private_tmpfs(config["max_file_mb"])
+        self.python_visible = not self.uid_mode or reveal_python()
         os.makedirs(self.runs_root, exist_ok=True)
         os.chmod(self.runs_root, 0o1733 if self.uid_mode else 0o700)
         become_subreaper()
@@ -353,6 +355,7 @@ def main() -> int:
             "uid_mode": worker.uid_mode,
             "net_isolated": worker.net_isolated,
             "fs_isolated": worker.fs_isolated,
+            "python_visible": worker.python_visible,
             "live": sorted(worker.live_pids()),
         }
     )

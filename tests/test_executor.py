@@ -114,6 +114,14 @@ def test_auto_print_can_be_turned_off():
         assert box.run("print(3)").output == "3"
 
 
+@pytest.mark.parametrize("module", ["statistics", "colorsys", "fractions"])
+def test_blocks_import_modules_the_worker_never_loaded(sandbox, module):
+    """Python may live under a root-only directory (pyenv in /root): the block's own uid must still import from it."""
+    result = sandbox.run(f"import {module}\nprint({module}.__name__)")
+    assert (result.status, result.output) == ("ok", module), result.output
+    assert sandbox.isolation["python_visible"]
+
+
 def test_each_block_runs_in_fresh_globals(sandbox):
     assert sandbox.run("leak = 1\nimport fractions").status == "ok"
     result = sandbox.run("print(leak)")
@@ -352,7 +360,12 @@ UNPRIVILEGED = [
 @pytest.fixture(scope="module")
 def unprivileged():
     with Sandbox(ExecutorConfig(timeout=TIMEOUT, num_workers=1, memory_mb=384, privileged=False)) as box:
-        assert box.isolation == {"uid_mode": False, "net_isolated": False, "fs_isolated": False}
+        assert box.isolation == {
+            "uid_mode": False,
+            "net_isolated": False,
+            "fs_isolated": False,
+            "python_visible": True,
+        }
         yield box
 
 

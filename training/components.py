@@ -166,3 +166,19 @@ def set_special_tokens(model, tokenizer) -> None:
         config.pad_token_id = tokenizer.pad_token_id
         if tokenizer.bos_token_id is not None:
             config.bos_token_id = tokenizer.bos_token_id
+
+
+def train_and_save(trainer, tokenizer, output_dir: str) -> Path:
+    """Train (resuming when the config asks), record metrics and state, then save a model that stops at EOS.
+
+    The tokenizer is saved beside the model because it carries the chat template and the pad token.
+    """
+    result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
+    trainer.save_model(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    logger.info("model saved to %s", output_dir)
+    return Path(output_dir)

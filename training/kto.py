@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import MODEL_FOLDERS, RECIPES, DataArguments, load_rows
+from components import MODEL_FOLDERS, RECIPES, DataArguments, load_rows, train_and_save
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
 
 from numina_kit.data import write_jsonl
@@ -189,7 +189,7 @@ def main(
     dataset = Dataset.from_list([{k: row[k] for k in ("prompt", "completion", "label")} for row in rows])
 
     ###############
-    # Train
+    # Train and save
     ###############
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     model = AutoModelForCausalLM.from_pretrained(
@@ -200,20 +200,9 @@ def main(
         **(training_args.model_init_kwargs or {}),
     )
     trainer = KTOTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-
-    ###############
-    # Save
-    ###############
-    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
-    trainer.save_model(training_args.output_dir)
-    tokenizer.save_pretrained(training_args.output_dir)
-    logger.info("model saved to %s", training_args.output_dir)
+    output_dir = train_and_save(trainer, tokenizer, training_args.output_dir)
     trainer.end()
-    return Path(training_args.output_dir)
+    return output_dir
 
 
 def _broadcast(rows: list[dict], training_args: KTOConfig) -> list[dict]:

@@ -30,6 +30,7 @@ from components import (
     render_texts,
     resolve_chat_template,
     scratch_tokenizer_and_model,
+    train_and_save,
 )
 from transformers import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
@@ -83,7 +84,7 @@ def main(
     dataset = {split: render_texts(rows, tokenizer) for split, rows in raw.items()}
 
     ###############
-    # Train
+    # Train and save
     ###############
     eval_dataset = None
     if training_args.eval_strategy != "no":
@@ -98,23 +99,11 @@ def main(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-
-    ###############
-    # Save
-    ###############
-    # The tokenizer carries the chat template and pad token; generation_config stops at EOS.
-    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
-    trainer.save_model(training_args.output_dir)
-    tokenizer.save_pretrained(training_args.output_dir)
-    logger.info("model saved to %s", training_args.output_dir)
+    output_dir = train_and_save(trainer, tokenizer, training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data_args.dataset_name)
     trainer.end()
-    return Path(training_args.output_dir)
+    return output_dir
 
 
 def make_parser() -> TrlParser:
