@@ -44,9 +44,20 @@ def stateful():
         yield box
 
 
+@pytest.fixture(scope="module", autouse=True)
+def earlier_children():
+    """Children this process had before these tests (e.g. the is_equivalent worker of an earlier test file)."""
+    EARLIER_CHILDREN.update(proc.pid for proc in psutil.Process().children(recursive=True))
+    yield
+    EARLIER_CHILDREN.clear()
+
+
+EARLIER_CHILDREN: set[int] = set()
+
+
 def stray_processes(boxes: list[Sandbox]) -> list[psutil.Process]:
     """Descendants of this test process that are neither a worker nor a worker's live (spare/stateful) child."""
-    known = set()
+    known = set(EARLIER_CHILDREN)
     for box in boxes:
         for worker in box._workers:
             if worker.proc is not None:
