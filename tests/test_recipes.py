@@ -120,6 +120,28 @@ def test_script_without_arguments_prints_usage_naming_the_recipes(script):
     assert expected in done.stdout
 
 
+@pytest.mark.parametrize("script", ["sft.py", "kto.py"])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--config", "missing.yaml"], "missing.yaml"),
+        (["--config", "{bad_recipe}"], "learning_rat"),
+        (["--config", "{recipe}", "--learning_rat", "3"], "learning_rat"),  # no prefix match for --learning_rate
+    ],
+)
+def test_bad_recipe_or_key_is_a_one_line_error(script, extra, message, tmp_path):
+    recipe = RECIPES / "tiny" / ("sft.yaml" if script == "sft.py" else "kto.yaml")
+    bad_recipe = tmp_path / "bad.yaml"
+    bad_recipe.write_text(recipe.read_text().replace("learning_rate:", "learning_rat:"))
+    argv = [arg.format(recipe=recipe, bad_recipe=bad_recipe) for arg in extra]
+    done = subprocess.run(
+        [sys.executable, str(TRAINING / script), *argv], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == errors[0] and message in errors[0]
+
+
 def test_balanced_weights_give_both_classes_equal_mass():
     desirable, undesirable = kto.balanced_weights(10, 30)
     assert desirable * 10 == pytest.approx(undesirable * 30)

@@ -7,6 +7,8 @@ to stop (Numina's pad == EOS and EOS-less template hid it; numina.md §1, §7.8)
 """
 
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,3 +184,31 @@ def train_and_save(trainer, tokenizer, output_dir: str) -> Path:
     tokenizer.save_pretrained(output_dir)
     logger.info("model saved to %s", output_dir)
     return Path(output_dir)
+
+
+def usage(script: str, kto: bool) -> str:
+    """The line printed when `script` runs without arguments: how to call it and the recipes it takes."""
+    recipes = [
+        str(p.relative_to(RECIPES.parent.parent))
+        for folder in MODEL_FOLDERS
+        for p in sorted((RECIPES / folder).glob("*.yaml"))
+        if p.stem.startswith("kto") == kto
+    ]
+    return f"usage: python training/{script} --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
+
+
+def run_script(main: Callable, parser, usage_line: str) -> None:
+    """The scripts' entry point: usage without arguments, a one-line `error: ...` for bad input, else `main`."""
+    if len(sys.argv) == 1:
+        print(usage_line)
+        sys.exit(2)
+    try:
+        args = parser.parse_args_and_config()
+    except (FileNotFoundError, ValueError) as error:  # a missing recipe, a misspelt or removed key
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(*args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

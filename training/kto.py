@@ -19,11 +19,10 @@ sandboxed code execution as inference), 2) label each by `numina_kit.answers.is_
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import MODEL_FOLDERS, RECIPES, DataArguments, load_rows, train_and_save
+from components import DataArguments, load_rows, run_script, train_and_save, usage
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
 
 from numina_kit.data import write_jsonl
@@ -219,25 +218,10 @@ def _broadcast(rows: list[dict], training_args: KTOConfig) -> list[dict]:
 
 def make_parser() -> TrlParser:
     """The recipe parser: TRL's script, KTO and model arguments plus the sampling arguments."""
-    return TrlParser((DataArguments, KTOConfig, ModelConfig, SamplingArguments))
-
-
-def usage() -> str:
-    """One line naming the KTO recipes, printed when the script is run without arguments."""
-    recipes = [
-        str(p.relative_to(RECIPES.parent.parent))
-        for folder in MODEL_FOLDERS
-        for p in sorted((RECIPES / folder).glob("kto*.yaml"))
-    ]
-    return f"usage: python training/kto.py --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
+    return TrlParser(
+        (DataArguments, KTOConfig, ModelConfig, SamplingArguments), allow_abbrev=False
+    )  # --learning_rat must not mean --learning_rate
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 1:
-        print(usage())
-        sys.exit(2)
-    try:
-        main(*make_parser().parse_args_and_config())
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, make_parser(), usage("kto.py", kto=True))

@@ -16,12 +16,9 @@ Any recipe key can be overridden on the command line (`--learning_rate 1e-5`); a
 """
 
 import logging
-import sys
 from pathlib import Path
 
 from components import (
-    MODEL_FOLDERS,
-    RECIPES,
     DataArguments,
     ScratchModelArguments,
     get_model,
@@ -29,8 +26,10 @@ from components import (
     load_rows,
     render_texts,
     resolve_chat_template,
+    run_script,
     scratch_tokenizer_and_model,
     train_and_save,
+    usage,
 )
 from transformers import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
@@ -108,26 +107,10 @@ def main(
 
 def make_parser() -> TrlParser:
     """The recipe parser: TRL's script, SFT and model arguments plus our from-scratch model arguments."""
-    return TrlParser((DataArguments, SFTConfig, ModelConfig, ScratchModelArguments))
-
-
-def usage() -> str:
-    """One line naming the recipes, printed when the script is run without arguments."""
-    recipes = [
-        str(p.relative_to(RECIPES.parent.parent))
-        for folder in MODEL_FOLDERS
-        for p in sorted((RECIPES / folder).glob("*.yaml"))
-        if not p.stem.startswith("kto")
-    ]
-    return f"usage: python training/sft.py --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
+    return TrlParser(
+        (DataArguments, SFTConfig, ModelConfig, ScratchModelArguments), allow_abbrev=False
+    )  # --learning_rat must not mean --learning_rate
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 1:
-        print(usage())
-        sys.exit(2)
-    try:
-        main(*make_parser().parse_args_and_config())
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, make_parser(), usage("sft.py", kto=False))
