@@ -24,11 +24,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from numina_kit.answers import COMPETITIONS, extract_answer, is_equivalent, to_competition_answer
+from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.errors import InputError
 from numina_kit.executor import ExecResult, ExecutorConfig, Sandbox
 from numina_kit.generation import Completion, Generator, SamplingParams
@@ -69,26 +70,12 @@ class SCTIRConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SCTIRConfig":
         """Read a config from YAML: top-level keys are the fields; `early_stop` and `executor` are mappings."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping of SCTIRConfig fields")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_mapping(path, what="SCTIRConfig fields"), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "config") -> "SCTIRConfig":
         """Build a config from plain values (as YAML gives them), naming any unknown key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"{source}: unknown SCTIRConfig key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        reject_unknown_keys(data, cls, source=source, name="SCTIRConfig ")
         data = dict(data)
         try:
             if isinstance(data.get("early_stop"), dict):

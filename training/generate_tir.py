@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from numina_kit.answers import extract_answer, parse_integer
+from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.data import Problem, load_problems
 from numina_kit.decontamination import DEFAULT_N, build_index
 from numina_kit.errors import InputError
@@ -117,20 +118,8 @@ def _base_type(kind: object) -> type:
 
 
 def _read_recipe(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise InputError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of settings")
-    known = {f.name for f in dataclasses.fields(Arguments)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    data = read_mapping(path, what="settings")
+    reject_unknown_keys(data, Arguments, source=str(path))
     return data
 
 
