@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from numina_kit.data import write_jsonl
 from numina_kit.errors import InputError
 
 
@@ -403,6 +404,4 @@ def records_summary(records: list[AnswerRecord]) -> dict:
 
 def save_records(records: list[AnswerRecord], path: str | Path) -> Path:
     """Write one JSON line per answered problem (id, answer, source, reason, seconds)."""
-    path = Path(path)
-    path.write_text("".join(json.dumps(asdict(record), default=str) + "\n" for record in records))
-    return path
+    return write_jsonl([asdict(record) for record in records], path)

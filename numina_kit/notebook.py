@@ -9,8 +9,10 @@ submission locally (`--num-candidates 48 --max-rounds 4 --max-new-tokens 2048`).
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+from numina_kit.data import write_jsonl
 from numina_kit.errors import InputError
 
 
@@ -123,7 +125,4 @@ def execute(notebook: Path, output: Path, parameters: dict, *, cwd: Path, timeou
 
 
 def _write_subset(problems: list, path: Path) -> Path:
-    path.write_text(
-        "".join(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n" for p in problems)
-    )
-    return path
+    return write_jsonl([asdict(p) for p in problems], path)
