@@ -1,4 +1,4 @@
-"""Benchmark of numina_kit.answers, numina_kit.equivalence and numina_kit.voting against baselines run alongside.
+"""Benchmark of numina_kit.answers.extract, numina_kit.answers.equivalence and numina_kit.sctir.voting against baselines run alongside.
 
 - Extraction on ../shared/data/tir_traces_sample.jsonl: agreement with ToRA's recorded `model_pred`, against a
   Numina-style extraction that reads only the last 100 characters; non-integers that Numina's `round(float(x))`
@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from report import markdown_table, write_section  # noqa: E402
 
-from numina_kit.answers import extract_answer, extract_boxed, is_equivalent, parse_integer  # noqa: E402
-from numina_kit.voting import ConsistencyRule, majority_vote  # noqa: E402
-from tests.test_answers_data import answers_agree, equivalent_forms, load_rows  # noqa: E402
+from numina_kit.answers.extract import extract_answer, extract_boxed, is_equivalent, parse_integer  # noqa: E402
+from numina_kit.sctir.voting import ConsistencyRule, majority_vote  # noqa: E402
+from tests.answers.test_real_data import answers_agree, equivalent_forms, load_rows  # noqa: E402
 
 
 DATA = REPO.parent / "shared" / "data"

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import markdown_table, write_section  # noqa: E402
 
-from numina_kit.budget import NINE_HOURS, TimeBudget  # noqa: E402
-from numina_kit.executor import ExecResult  # noqa: E402
-from numina_kit.generation import Completion, SamplingParams  # noqa: E402
+from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
 from numina_kit.prompts import STOP  # noqa: E402
-from numina_kit.sctir import SCTIRConfig, solve  # noqa: E402
+from numina_kit.sandbox.pool import ExecResult  # noqa: E402
+from numina_kit.sctir.budget import NINE_HOURS, TimeBudget  # noqa: E402
+from numina_kit.sctir.loop import SCTIRConfig, solve  # noqa: E402
 
 
 STEP_S, KV_S_PER_TOKEN, PREFILL_TOKENS_PER_S = 0.030, 1.2e-6, 2000.0

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from report import markdown_table, write_section  # noqa: E402
 
-from numina_kit.executor import DEFAULT_PREAMBLE, ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
-from numina_kit.worker import WARMUP  # noqa: E402
+from numina_kit.sandbox.pool import DEFAULT_PREAMBLE, ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
+from numina_kit.sandbox.worker import WARMUP  # noqa: E402
 
 
 SHARED_DATA = Path(os.environ.get("NUMINA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -136,7 +136,7 @@ def measure_latency(codes: list[str], reps: int, baseline_reps: int) -> tuple[fl
 
 def trace_blocks() -> list[str]:
     """Every sympy-using code block of the trace sample that runs cleanly: what "a typical sympy block" looks like."""
-    from test_executor_replay import load_blocks
+    from tests.sandbox.test_replay import load_blocks
 
     blocks = [code for trace, _, code, out in load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
     blocks = [code for code in blocks if "sympy" in code]
@@ -159,7 +159,7 @@ def measure_batch(codes: list[str], rounds: int) -> list[float]:
 
 def measure_replay() -> tuple[str, int, int, float]:
     """Replay every block of the trace sample; return a Markdown table of the misses and the counts."""
-    from test_executor_replay import load_blocks, reproduces
+    from tests.sandbox.test_replay import load_blocks, reproduces
 
     blocks = load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Benchmark of TIR data generation (numina_kit.synthesis, numina_kit.teacher, numina_kit.decontamination).
+"""Benchmark of TIR data generation (numina_kit.data.synthesis, numina_kit.data.teacher, numina_kit.data.decontamination).
 
 - Throughput against a scripted OpenAI-compatible server on 127.0.0.1 that takes a fixed time per reply (a stand-in
   for a remote teacher): problems per second and teacher calls per second at several `concurrency` values, against
@@ -23,14 +23,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from report import markdown_table, write_section  # noqa: E402
-from test_generate_tir import TIRModel, make_problem  # noqa: E402
-from test_teacher import OpenAIServer  # noqa: E402
 
-from numina_kit.data import Problem, load_problems  # noqa: E402
-from numina_kit.decontamination import build_index, decontaminate  # noqa: E402
-from numina_kit.executor import ExecutorConfig, Sandbox  # noqa: E402
-from numina_kit.synthesis import OutputPaths, SynthesisConfig, synthesize  # noqa: E402
-from numina_kit.teacher import HTTPTeacher, TeacherConfig  # noqa: E402
+from numina_kit.data.decontamination import build_index, decontaminate  # noqa: E402
+from numina_kit.data.problems import Problem, load_problems  # noqa: E402
+from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize  # noqa: E402
+from numina_kit.data.teacher import HTTPTeacher, TeacherConfig  # noqa: E402
+from numina_kit.sandbox.pool import ExecutorConfig, Sandbox  # noqa: E402
+from tests.data.test_synthesis import TIRModel, make_problem  # noqa: E402
+from tests.data.test_teacher import OpenAIServer  # noqa: E402
 
 
 DATA = REPO.parent / "shared" / "data"

@@ -3,7 +3,7 @@ precision and with bitsandbytes int8 weights, and the bytes of the same weights 
 
     python benchmarks/generation.py [--max-new-tokens 64] [--threads 1 2]
 
-Writes its section of docs/benchmarks.md. The model is random (numina_kit.demo), so it rarely emits EOS and every
+Writes its section of docs/benchmarks.md. The model is random (numina_kit.models.demo), so it rarely emits EOS and every
 completion runs close to `max_new_tokens`; tokens/s counts the tokens actually generated.
 """
 
@@ -20,9 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import markdown_table, write_section  # noqa: E402
 
-from numina_kit.demo import save_demo_model  # noqa: E402
-from numina_kit.generation import SamplingParams  # noqa: E402
-from numina_kit.loading import load_generator  # noqa: E402
+from numina_kit.models.base import SamplingParams  # noqa: E402
+from numina_kit.models.demo import save_demo_model  # noqa: E402
+from numina_kit.models.load import load_generator  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def main() -> None:
         sizes = quantize.weight_bytes(int8.model)
     params = sum(p.numel() for p in generator.model.parameters())
     body = (
-        f"Tiny random Llama from `numina_kit.demo` ({args.layers} layers, hidden {args.hidden_size}, vocab 512; "
+        f"Tiny random Llama from `numina_kit.models.demo` ({args.layers} layers, hidden {args.hidden_size}, vocab 512; "
         f"about {params / 1e6:.2f}M parameters, tied embeddings), `HFGenerator` on CPU, temperature 0.8, "
         f"`max_new_tokens={args.max_new_tokens}`, seeded. Tokens/s counts generated tokens; batch 1 (8 prompts one "
         "at a time) is the baseline measured in the same run.\n\n"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from report import markdown_table, write_section
 
-from numina_kit import kaggle
-from numina_kit.budget import TimeBudget
-from numina_kit.data import Problem
+from numina_kit.data.problems import Problem
+from numina_kit.kaggle.serving import serve as kaggle
+from numina_kit.sctir.budget import TimeBudget
 
 
 def instant_solver(problem: str, deadline: float | None) -> int:

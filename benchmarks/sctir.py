@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import markdown_table, write_section  # noqa: E402
 
-from numina_kit.demo import train_tokenizer  # noqa: E402
-from numina_kit.executor import ExecResult  # noqa: E402
-from numina_kit.generation import Completion, SamplingParams  # noqa: E402
+from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
+from numina_kit.models.demo import train_tokenizer  # noqa: E402
 from numina_kit.prompts import STOP, last_code_block, render_output, render_prompt  # noqa: E402
-from numina_kit.sctir import SCTIRConfig, solve  # noqa: E402
+from numina_kit.sandbox.pool import ExecResult  # noqa: E402
+from numina_kit.sctir.loop import SCTIRConfig, solve  # noqa: E402
 
 
 N, M, REPEATS = 48, 4, 30

@@ -12,9 +12,12 @@ from numina_kit.errors import InputError
 
 
 COMMANDS = {
-    "evaluate": ("numina_kit.evaluate", "run SC-TIR over a problem set with reference answers and report accuracy"),
-    "notebook": ("numina_kit.notebook", "run the submission notebook headless in local mode"),
-    "package": ("numina_kit.packaging", "build the offline wheelhouse and model folder for a Kaggle submission"),
+    "evaluate": (
+        "numina_kit.eval.evaluate",
+        "run SC-TIR over a problem set with reference answers and report accuracy",
+    ),
+    "notebook": ("numina_kit.kaggle.notebook", "run the submission notebook headless in local mode"),
+    "package": ("numina_kit.kaggle.package", "build the offline wheelhouse and model folder for a Kaggle submission"),
 }
 
 

@@ -6,7 +6,7 @@ Run: pytest tests/test_prompts.py
 import pytest
 
 from numina_kit import prompts
-from numina_kit.demo import train_tokenizer
+from numina_kit.models.demo import train_tokenizer
 
 
 @pytest.fixture(scope="module")

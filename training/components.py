@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trl import ModelConfig, ScriptArguments
 
-from numina_kit.data import synthetic_problems, to_messages
+from numina_kit.data.problems import synthetic_problems, to_messages
 from numina_kit.errors import InputError
 from numina_kit.prompts import CHAT_TEMPLATE
 
@@ -85,7 +85,7 @@ def load_rows(data_args: DataArguments):
     if name == SYNTHETIC:
         exclude = set()
         if data_args.held_out_problems:
-            from numina_kit.data import load_problems
+            from numina_kit.data.problems import load_problems
 
             exclude = {p.problem for p in load_problems(data_args.held_out_problems)}
         rows = [
@@ -145,7 +145,7 @@ def get_model(model_args: ModelConfig, tokenizer, model_init_kwargs: dict):
 
 def scratch_tokenizer_and_model(scratch: ScratchModelArguments, texts: list[str], chat_template: str, seed: int):
     """A tokenizer trained on `texts` (single-digit tokens) and a random Llama sized by `scratch` (the tiny demo)."""
-    from numina_kit.demo import build_model, train_tokenizer
+    from numina_kit.models.demo import build_model, train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab_size=scratch.vocab_size, model_max_length=scratch.max_position_embeddings)
     tokenizer.chat_template = chat_template

@@ -24,14 +24,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from numina_kit.answers import extract_answer, parse_integer
+from numina_kit.answers.extract import extract_answer, parse_integer
 from numina_kit.configs import read_mapping, reject_unknown_keys
-from numina_kit.data import Problem, load_problems
-from numina_kit.decontamination import DEFAULT_N, build_index
+from numina_kit.data.decontamination import DEFAULT_N, build_index
+from numina_kit.data.problems import Problem, load_problems
+from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize
+from numina_kit.data.teacher import GeneratorTeacher, HTTPTeacher, TeacherConfig, TeacherError
 from numina_kit.errors import InputError
-from numina_kit.executor import ExecutorConfig
-from numina_kit.synthesis import OutputPaths, SynthesisConfig, synthesize
-from numina_kit.teacher import GeneratorTeacher, HTTPTeacher, TeacherConfig, TeacherError
+from numina_kit.sandbox.pool import ExecutorConfig
 
 
 logger = logging.getLogger("generate_tir")
@@ -171,7 +171,7 @@ def build_teacher(args: Arguments) -> HTTPTeacher | GeneratorTeacher:
     if args.teacher == "generator":
         if not args.model_path:
             raise InputError("teacher: generator needs model_path")
-        from numina_kit.loading import load_generator
+        from numina_kit.models.load import load_generator
 
         return GeneratorTeacher(load_generator(args.model_path, backend=args.backend), max_batch=args.concurrency)
     raise InputError(f"teacher must be 'http' or 'generator', got {args.teacher!r}")

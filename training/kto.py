@@ -13,8 +13,8 @@ Usage:
     accelerate launch --config_file training/recipes/accelerate_configs/zero3.yaml \\
         training/kto.py --config training/recipes/deepseek-math-7b/kto.yaml
 
-The phases: 1) sample `num_samples` candidates per problem with `numina_kit.sctir.solve` (the same generation and
-sandboxed code execution as inference), 2) label each by `numina_kit.answers.is_equivalent` against the reference,
+The phases: 1) sample `num_samples` candidates per problem with `numina_kit.sctir.loop.solve` (the same generation and
+sandboxed code execution as inference), 2) label each by `numina_kit.answers.extract.is_equivalent` against the reference,
 3) weigh desirable and undesirable examples so they count equally, 4) train and save.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from components import DataArguments, load_rows, run_script, train_and_save, usage
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
 
-from numina_kit.data import write_jsonl
+from numina_kit.data.problems import write_jsonl
 from numina_kit.errors import InputError
 from numina_kit.prompts import render_prompt
 
@@ -62,7 +62,7 @@ class SamplingArguments:
 
 def reference_answer(row: dict) -> str | None:
     """The row's `answer`, or the answer its reference `solution` states (NuminaMath-TIR has no answer column)."""
-    from numina_kit.answers import extract_answer
+    from numina_kit.answers.extract import extract_answer
 
     if row.get("answer") not in (None, ""):
         return str(row["answer"])
@@ -75,10 +75,10 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
     A candidate is desirable when it finished with an answer equivalent to the reference; candidates that wrote
     no answer, a wrong one, or ran out of rounds are undesirable. Empty candidates are dropped.
     """
-    from numina_kit.answers import is_equivalent
-    from numina_kit.executor import Sandbox
-    from numina_kit.loading import load_generator
-    from numina_kit.sctir import SCTIRConfig, solve
+    from numina_kit.answers.extract import is_equivalent
+    from numina_kit.models.load import load_generator
+    from numina_kit.sandbox.pool import Sandbox
+    from numina_kit.sctir.loop import SCTIRConfig, solve
 
     config = SCTIRConfig(
         num_candidates=sampling.num_samples,

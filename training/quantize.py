@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model, out = Path(args.model), Path(args.out)
-    from numina_kit.loading import read_model_config
+    from numina_kit.models.load import read_model_config
 
     read_model_config(model)
     if out.exists() and any(out.iterdir()):
@@ -171,7 +171,7 @@ def quantize_bnb(model: Path, out: Path, *, device: str | None = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from numina_kit.loading import bitsandbytes_problem
+    from numina_kit.models.load import bitsandbytes_problem
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if problem := bitsandbytes_problem(device.split(":")[0]):

@@ -12,7 +12,7 @@ Usage:
         training/sft.py --config training/recipes/deepseek-math-7b/stage2_tir.yaml
 
 Any recipe key can be overridden on the command line (`--learning_rate 1e-5`); a misspelt key is an error.
-`dataset_name` is a local JSONL/Parquet file, a dataset id, or `synthetic` (numina_kit.data's TIR problems).
+`dataset_name` is a local JSONL/Parquet file, a dataset id, or `synthetic` (numina_kit.data.problems's TIR problems).
 """
 
 import logging
@@ -34,9 +34,9 @@ from components import (
 from transformers import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
-from numina_kit.data import to_messages
-from numina_kit.demo import EOS
+from numina_kit.data.problems import to_messages
 from numina_kit.errors import InputError
+from numina_kit.models.demo import EOS
 from numina_kit.prompts import render_example
 
 

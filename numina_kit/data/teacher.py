@@ -1,0 +1,375 @@
+"""Teachers: the models that write TIR solutions for data generation, behind one `complete(prompt, params)` call.
+
+`HTTPTeacher` talks to any OpenAI-compatible server (a local `vllm serve`, or a hosted API whose key is read from an
+environment variable) with the standard library only. It bounds the number of requests in flight, and retries
+HTTP 429, 5xx, timeouts, dropped connections and malformed replies with exponential backoff (honouring
+`Retry-After`); a 4xx other than 408/409/429 is a configuration mistake and fails at once with `fatal=True`.
+`GeneratorTeacher` wraps an in-process `numina_kit.models.base.Generator`, gathering the calls of concurrent
+threads into batches. Both also implement the `Generator` protocol, so SC-TIR and evaluation can use them too.
+
+Prompts are always ToRA text (`numina_kit.prompts`): `### Problem: ...\\n### Solution: ` plus the solution so far.
+The "completions" API continues that text directly. The "chat" API cannot continue a partial assistant turn on most
+servers, so the text is split into turns: the problem as the user turn, each piece of solution up to an output
+block as an assistant turn, and each output block as a user turn; the reply is the next piece of solution.
+"""
+
+import http.client
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from numina_kit.errors import InputError
+from numina_kit.models.base import Completion, Generator, SamplingParams
+from numina_kit.prompts import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Solve the math problem by integrating step-by-step reasoning with Python code. Write each piece of code in a "
+    "```python block and end it with ```; its printed output will be given back to you in an ```output block. "
+    "Use sympy for exact arithmetic. Put the final answer in \\boxed{}."
+)
+
+
+class TeacherError(RuntimeError):
+    """A completion that could not be had; `fatal` means retrying will not help (bad key, model or URL)."""
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+@dataclass
+class TeacherConfig:
+    """How to reach an OpenAI-compatible server.
+
+    `api` is "completions" (text continuation: exact ToRA format, what `vllm serve` of a base or TIR model wants) or
+    "chat" (hosted chat models). `api_key_env` names the environment variable holding the key (never the key
+    itself); empty means no Authorization header, as for a local server. `extra_body` is merged into every request
+    (e.g. vLLM's `{"top_k": 20}`).
+    """
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "default"
+    api: Literal["completions", "chat"] = "completions"
+    api_key_env: str = ""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_concurrency: int = 16
+    timeout_s: float = 300.0
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+    extra_body: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.api not in ("completions", "chat"):
+            raise InputError(f"teacher api must be 'completions' or 'chat', got {self.api!r}")
+        if self.max_concurrency < 1:
+            raise InputError(f"teacher max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.max_retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0:
+            raise InputError("teacher max_retries, backoff_s must be >= 0 and timeout_s > 0")
+
+
+@dataclass
+class TeacherStats:
+    """Counters of one teacher's traffic, shared by its threads."""
+
+    requests: int = 0
+    completions: int = 0
+    retries: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def count_error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def to_dict(self) -> dict:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "completions": self.completions,
+                "retries": self.retries,
+                "failures": self.failures,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "errors": dict(sorted(self.errors.items())),
+            }
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+def prompt_to_messages(prompt: str, system_prompt: str = "") -> list[dict[str, str]]:
+    """A ToRA prompt (problem plus solution so far) as chat turns; output blocks become user turns."""
+    if not prompt.startswith(PROBLEM_PREFIX) or f"\n{SOLUTION_PREFIX}" not in prompt:
+        raise InputError("chat teacher needs prompts made by numina_kit.prompts.render_prompt")
+    problem, solution = prompt[len(PROBLEM_PREFIX) :].split(f"\n{SOLUTION_PREFIX}", 1)
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": problem})
+    pieces = solution.split(OUTPUT_START)
+    for i, piece in enumerate(pieces):
+        prose = piece
+        if i > 0:
+            output, _, prose = piece.partition("```\n")
+            messages.append({"role": "user", "content": f"{OUTPUT_START}{output}```"})
+        if prose:
+            messages.append({"role": "assistant", "content": prose})
+    return messages
+
+
+def _ends_in_code_block(text: str) -> bool:
+    """True when `text` ends with a closed ```python block, i.e. the model stopped to see the code's output."""
+    stripped = text.rstrip()
+    if not stripped.endswith("```"):
+        return False
+    last_open = stripped.rfind("```python")
+    return last_open != -1 and stripped.rfind("```output") < last_open and stripped.count("```", last_open) == 2
+
+
+def _restore_stop(text: str, finish_reason: str | None, stop_reason: object, stops: tuple[str, ...]) -> str:
+    """Put the stop string back at the end of `text`, as the `Generator` contract wants.
+
+    OpenAI-compatible servers drop it; vLLM names it in `stop_reason`, hosted APIs do not, so then it is inferred
+    from a closed code block at the end. A chat model that ends its turn after a code block gets the same treatment.
+    """
+    if finish_reason != "stop" or STOP not in stops:
+        return text
+    if isinstance(stop_reason, str) and stop_reason in stops:
+        return text + stop_reason
+    if text.endswith(STOP):
+        return text
+    if text.rstrip().endswith("```output"):
+        return text.rstrip() + "\n"
+    if _ends_in_code_block(text):
+        return text.rstrip() + "\n" + STOP
+    return text
+
+
+class HTTPTeacher:
+    """An OpenAI-compatible endpoint as a teacher; thread-safe, at most `max_concurrency` requests in flight."""
+
+    def __init__(self, config: TeacherConfig) -> None:
+        self.config = config
+        self.stats = TeacherStats()
+        self._slots = threading.BoundedSemaphore(config.max_concurrency)
+        self._api_key = ""
+        if config.api_key_env:
+            self._api_key = os.environ.get(config.api_key_env, "")
+            if not self._api_key:
+                raise InputError(f"environment variable {config.api_key_env} (teacher api_key_env) is not set")
+        self._url = config.base_url.rstrip("/") + ("/chat/completions" if config.api == "chat" else "/completions")
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """The `Generator` protocol: one completion per prompt, in order, requested concurrently."""
+        with ThreadPoolExecutor(max_workers=min(len(prompts), self.config.max_concurrency) or 1) as pool:
+            return list(pool.map(lambda prompt: self.complete(prompt, params), prompts))
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (4 characters a token): the server's tokenizer is not available here."""
+        return max(1, len(text) // 4)
+
+    def complete(self, prompt: str, params: SamplingParams) -> Completion:
+        """One completion of `prompt`, retried on transient failures; raises `TeacherError` when none can be had."""
+        body = self._request_body(prompt, params)
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                with self._slots:
+                    self.stats.count(requests=1)
+                    reply = self._post(body)
+                completion = self._parse(reply, params)
+            except _Retryable as error:
+                self.stats.count_error(error.kind)
+                if attempt == self.config.max_retries:
+                    self.stats.count(failures=1)
+                    raise TeacherError(f"teacher failed after {attempt + 1} tries: {error}") from None
+                delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)
+                delay = error.retry_after if error.retry_after is not None else delay * random.uniform(0.5, 1.0)
+                logger.debug("teacher retry %d in %.2fs: %s", attempt + 1, delay, error)
+                self.stats.count(retries=1)
+                time.sleep(min(delay, self.config.backoff_max_s))
+                continue
+            except TeacherError:
+                self.stats.count(failures=1)
+                raise
+            self.stats.count(
+                completions=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.num_tokens
+            )
+            return completion
+        raise AssertionError("unreachable")
+
+    def _request_body(self, prompt: str, params: SamplingParams) -> dict:
+        body: dict = {
+            "model": self.config.model,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self.config.api == "chat":
+            body["messages"] = prompt_to_messages(prompt, self.config.system_prompt)
+        else:
+            body["prompt"] = prompt
+        body.update(self.config.extra_body)
+        return body
+
+    def _post(self, body: dict) -> bytes:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        request = urllib.request.Request(self._url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            detail = error.read()[:200].decode(errors="replace").strip()
+            if error.code == 429 or error.code in (408, 409) or error.code >= 500:
+                retry_after = _retry_after(error.headers.get("Retry-After"))
+                raise _Retryable(f"http_{error.code}", f"HTTP {error.code}: {detail}", retry_after) from None
+            raise TeacherError(f"teacher HTTP {error.code} from {self._url}: {detail}", fatal=True) from None
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            reason = getattr(error, "reason", error)
+            kind = "timeout" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else "connection"
+            raise _Retryable(kind, f"{kind}: {reason}") from None
+
+    def _parse(self, raw: bytes, params: SamplingParams) -> Completion:
+        try:
+            reply = json.loads(raw)
+            choice = reply["choices"][0]
+            text = choice["message"]["content"] if self.config.api == "chat" else choice["text"]
+            if not isinstance(text, str):
+                raise TypeError(f"text is {type(text).__name__}")
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise _Retryable("malformed", f"malformed reply ({error!r}): {raw[:120]!r}") from None
+        finish = choice.get("finish_reason")
+        text = _restore_stop(text, finish, choice.get("stop_reason"), params.stop)
+        usage = reply.get("usage") or {}
+        return Completion(
+            text=text,
+            finish_reason="length" if finish == "length" else "stop",
+            stop_reason=STOP if text.endswith(STOP) and STOP in params.stop else None,
+            num_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Request:
+    prompt: str
+    params: SamplingParams
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Completion | None = None
+    error: BaseException | None = None
+
+
+class GeneratorTeacher:
+    """An in-process `Generator` as a teacher: concurrent `complete` calls are served in batches by one thread.
+
+    A batch is whatever arrived within `wait_s` of its first request, up to `max_batch`, grouped by sampling
+    parameters; the generator itself is only ever called from the serving thread.
+    """
+
+    def __init__(self, generator: Generator, *, max_batch: int = 64, wait_s: float = 0.05) -> None:
+        self.generator = generator
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.stats = TeacherStats()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="generator-teacher", daemon=True)
+        self._thread.start()
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        return self.generator.generate(prompts, params)
+
+    def count_tokens(self, text: str) -> int:
+        return self.generator.count_tokens(text)
+
+    def complete(self, prompt: str, params: SamplingParams) -> Completion:
+        request = _Request(prompt, params)
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise TeacherError(f"generator failed: {request.error!r}") from request.error
+        assert request.result is not None
+        return request.result
+
+    def close(self) -> None:
+        """Stop the serving thread (pending requests are served first)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.wait_s
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    request = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if request is None:
+                    stop = True
+                    break
+                batch.append(request)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[_Request]) -> None:
+        groups: dict[SamplingParams, list[_Request]] = {}
+        for request in batch:
+            groups.setdefault(request.params, []).append(request)
+        for params, requests in groups.items():
+            self.stats.count(requests=1)
+            try:
+                completions = self.generator.generate([request.prompt for request in requests], params)
+                if len(completions) != len(requests):
+                    raise RuntimeError(f"generator returned {len(completions)} completions for {len(requests)}")
+            except Exception as error:  # the waiting threads get the error; the server keeps serving
+                self.stats.count(failures=len(requests))
+                for request in requests:
+                    request.error = error
+                    request.done.set()
+                continue
+            for request, completion in zip(requests, completions, strict=True):
+                self.stats.count(
+                    completions=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.num_tokens
+                )
+                request.result = completion
+                request.done.set()

@@ -1,0 +1,1 @@
+"""Evaluation: SC-TIR over a problem set with reference answers, and its report (`python -m numina_kit evaluate`)."""
