@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from report import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.answers.extract import extract_answer, extract_boxed, is_equivalent, parse_integer  # noqa: E402
 from numina_kit.sctir.voting import ConsistencyRule, majority_vote  # noqa: E402

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
 from numina_kit.prompts import STOP  # noqa: E402

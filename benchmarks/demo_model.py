@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import markdown_table, write_section
+from _results import markdown_table, write_section
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from report import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.sandbox.pool import DEFAULT_PREAMBLE, ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
 from numina_kit.sandbox.worker import WARMUP  # noqa: E402

@@ -22,15 +22,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from report import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.data.decontamination import build_index, decontaminate  # noqa: E402
 from numina_kit.data.problems import Problem, load_problems  # noqa: E402
 from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize  # noqa: E402
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig  # noqa: E402
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox  # noqa: E402
+from numina_kit.testing import OpenAIServer  # noqa: E402
 from tests.data.test_synthesis import TIRModel, make_problem  # noqa: E402
-from tests.data.test_teacher import OpenAIServer  # noqa: E402
 
 
 DATA = REPO.parent / "shared" / "data"

@@ -18,7 +18,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.models.base import SamplingParams  # noqa: E402
 from numina_kit.models.demo import save_demo_model  # noqa: E402

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import markdown_table, write_section
+from _results import markdown_table, write_section
 
 from numina_kit.data.problems import Problem
 from numina_kit.kaggle.serving import serve as kaggle

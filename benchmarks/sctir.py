@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import markdown_table, write_section  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
 from numina_kit.models.demo import train_tokenizer  # noqa: E402

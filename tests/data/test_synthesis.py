@@ -31,7 +31,7 @@ from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.prompts import OUTPUT_START, STOP, render_messages
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
-from tests.data.test_teacher import OpenAIServer, Reply, completion_reply
+from numina_kit.testing import OpenAIServer, Reply, completion_reply
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,12 +6,7 @@ fatal 4xx errors, bounded concurrency, chat turns made from a ToRA prompt, and `
 `OpenAIServer` is also used by tests/test_generate_tir.py.
 """
 
-import json
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,87 +14,7 @@ from numina_kit.data.teacher import GeneratorTeacher, HTTPTeacher, TeacherConfig
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.prompts import STOP, render_output, render_prompt
-
-
-@dataclass
-class Reply:
-    """What the scripted server answers one request with; `body` is a dict (sent as JSON) or raw bytes."""
-
-    status: int = 200
-    body: dict | bytes = b""
-    delay_s: float = 0.0
-    headers: dict = field(default_factory=dict)
-
-
-def completion_reply(text: str, *, finish: str = "stop", stop_reason: str | None = None, chat: bool = False) -> Reply:
-    choice = {"index": 0, "finish_reason": finish, "stop_reason": stop_reason}
-    choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-    usage = {"prompt_tokens": 10, "completion_tokens": max(1, len(text) // 4)}
-    return Reply(body={"id": "x", "choices": [choice], "usage": usage})
-
-
-class OpenAIServer:
-    """An OpenAI-compatible HTTP server on 127.0.0.1 whose replies come from `respond(path, body, headers)`."""
-
-    def __init__(self, respond: Callable[[str, dict, dict], Reply]) -> None:
-        self.respond = respond
-        self.requests: list[tuple[str, dict, dict]] = []
-        self.active = 0
-        self.max_active = 0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
-                headers = dict(self.headers)
-                with server._lock:
-                    server.requests.append((self.path, body, headers))
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
-                try:
-                    reply = server.respond(self.path, body, headers)
-                    time.sleep(reply.delay_s)
-                    payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): nothing to answer
-                finally:
-                    with server._lock:
-                        server.active -= 1
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self) -> "OpenAIServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def sequence(*replies: Reply) -> Callable[[str, dict, dict], Reply]:
-    """A respond function that answers the n-th request with the n-th reply (the last one repeats)."""
-    counter = iter(range(10**9))
-
-    def respond(path: str, body: dict, headers: dict) -> Reply:
-        return replies[min(next(counter), len(replies) - 1)]
-
-    return respond
+from numina_kit.testing import OpenAIServer, Reply, completion_reply, sequence
 
 
 def teacher(url: str, **overrides) -> HTTPTeacher:

@@ -18,6 +18,7 @@ from numina_kit.answers.extract import COMPETITIONS
 from numina_kit.errors import InputError
 from numina_kit.kaggle import serving as kaggle
 from numina_kit.sctir.budget import TimeBudget
+from numina_kit.testing import FakeClock
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,16 +115,8 @@ def test_predict_accepts_pandas_series_and_plain_values():
     assert predict("b2", "1+6").to_dicts() == [{"id": "b2", "answer": 7}]
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_deadline_already_passed_answers_at_once_with_the_fallback(caplog):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = TimeBudget(total_s=100, num_problems=2, reserve_s=0, floor_s=0, ceiling_s=100, clock=clock)
     clock.now += 500  # the whole budget is gone
     calls, records = [], []
@@ -139,7 +132,7 @@ def test_deadline_already_passed_answers_at_once_with_the_fallback(caplog):
 
 
 def test_solver_is_told_a_deadline_before_the_budget_one():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = TimeBudget(total_s=1000, num_problems=10, reserve_s=0, floor_s=0, ceiling_s=1000, clock=clock)
     seen = []
     predict = kaggle.make_predict(

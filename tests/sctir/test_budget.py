@@ -7,14 +7,7 @@ Covers the share (up to `stretch` fair shares, a floor promised to later problem
 import pytest
 
 from numina_kit.sctir.budget import TimeBudget
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from numina_kit.testing import FakeClock
 
 
 def budget(clock, **overrides) -> TimeBudget:

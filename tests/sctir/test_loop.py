@@ -14,11 +14,11 @@ import pytest
 
 from numina_kit.answers.extract import COMPETITIONS
 from numina_kit.errors import InputError
-from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.prompts import STOP, render_prompt
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, Solution, solve
 from numina_kit.sctir.voting import ConsistencyRule
+from numina_kit.testing import FakeClock, ScriptedGenerator
 
 
 PROBLEM = "What is 6 times 7?"
@@ -32,46 +32,6 @@ def code(expression: str) -> str:
 
 def boxed(answer: str) -> str:
     return f"So the answer is $\\boxed{{{answer}}}$."
-
-
-class ScriptedGenerator:
-    """Serves canned completions: `plan[call][position]` is the text for the prompt at that position of that call.
-
-    It records every call's prompts and params, counts tokens as characters, and can advance a fake clock.
-    """
-
-    def __init__(
-        self, plan: list[list[str]], clock=None, seconds_per_call: float = 0.0, fail_on_call: int | None = None
-    ):
-        self.plan, self.clock, self.seconds_per_call, self.fail_on_call = plan, clock, seconds_per_call, fail_on_call
-        self.calls: list[list[str]] = []
-        self.params: list[SamplingParams] = []
-
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        call = len(self.calls)
-        self.calls.append(list(prompts))
-        self.params.append(params)
-        if self.clock is not None:
-            self.clock.now += self.seconds_per_call
-        if call == self.fail_on_call:
-            raise RuntimeError("CUDA out of memory")
-        texts = self.plan[call]
-        assert len(texts) == len(prompts), f"call {call}: {len(prompts)} prompts, script has {len(texts)}"
-        return [
-            Completion(text=t, finish_reason="stop", num_tokens=len(t), prompt_tokens=len(p))
-            for t, p in zip(texts, prompts, strict=True)
-        ]
-
-    def count_tokens(self, text: str) -> int:
-        return len(text)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingSandbox:
@@ -217,7 +177,7 @@ def test_early_stop_when_answers_agree(sandbox):
 
 
 def test_deadline_stops_between_rounds(sandbox):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     generator = ScriptedGenerator([[code("6*7")] * 2, [boxed("42"), code("1")]], clock=clock, seconds_per_call=30)
     solution = solve(
         PROBLEM, generator, config(num_candidates=2), executor=sandbox, deadline=clock.now + 45, clock=clock
@@ -228,7 +188,7 @@ def test_deadline_stops_between_rounds(sandbox):
 
 
 def test_past_deadline_runs_no_round_and_returns_the_fallback(sandbox):
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     generator = ScriptedGenerator([])
     solution = solve(
         PROBLEM, generator, config(competition="aimo3"), executor=sandbox, deadline=clock.now, clock=clock

@@ -1,0 +1,149 @@
+"""Stand-ins that tests and benchmarks both use: a fake clock, a scripted generator and a scripted OpenAI server.
+
+They are part of the library (not of `tests/`) so that a benchmark never imports a test module, and so that users
+can drive `solve`, `make_predict` or a teacher client without a model: every stand-in speaks the same interface as
+the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoint on 127.0.0.1).
+"""
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from numina_kit.models.base import Completion, SamplingParams
+
+
+class FakeClock:
+    """A clock that moves only when told to (`clock.now += seconds`); pass it wherever a `clock` is taken."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedGenerator:
+    """A `Generator` serving canned completions: `plan[call][position]` is the text for that prompt of that call.
+
+    It records every call's prompts and params, counts tokens as characters, can advance a `FakeClock` by
+    `seconds_per_call`, and raises a CUDA-like error on call `fail_on_call`.
+    """
+
+    def __init__(
+        self,
+        plan: list[list[str]],
+        clock: FakeClock | None = None,
+        seconds_per_call: float = 0.0,
+        fail_on_call: int | None = None,
+    ) -> None:
+        self.plan, self.clock, self.seconds_per_call, self.fail_on_call = plan, clock, seconds_per_call, fail_on_call
+        self.calls: list[list[str]] = []
+        self.params: list[SamplingParams] = []
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        call = len(self.calls)
+        self.calls.append(list(prompts))
+        self.params.append(params)
+        if self.clock is not None:
+            self.clock.now += self.seconds_per_call
+        if call == self.fail_on_call:
+            raise RuntimeError("CUDA out of memory")
+        texts = self.plan[call]
+        if len(texts) != len(prompts):
+            raise AssertionError(f"call {call}: {len(prompts)} prompts, the script has {len(texts)}")
+        return [
+            Completion(text=t, finish_reason="stop", num_tokens=len(t), prompt_tokens=len(p))
+            for t, p in zip(texts, prompts, strict=True)
+        ]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+
+@dataclass
+class Reply:
+    """What `OpenAIServer` answers one request with; `body` is a dict (sent as JSON) or raw bytes."""
+
+    status: int = 200
+    body: dict | bytes = b""
+    delay_s: float = 0.0
+    headers: dict = field(default_factory=dict)
+
+
+def completion_reply(text: str, *, finish: str = "stop", stop_reason: str | None = None, chat: bool = False) -> Reply:
+    """An OpenAI completions (or, with `chat`, chat completions) reply holding one choice with `text`."""
+    choice = {"index": 0, "finish_reason": finish, "stop_reason": stop_reason}
+    choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+    usage = {"prompt_tokens": 10, "completion_tokens": max(1, len(text) // 4)}
+    return Reply(body={"id": "x", "choices": [choice], "usage": usage})
+
+
+def sequence(*replies: Reply) -> Callable[[str, dict, dict], Reply]:
+    """A respond function that answers the n-th request with the n-th reply (the last one repeats)."""
+    counter = iter(range(10**9))
+
+    def respond(path: str, body: dict, headers: dict) -> Reply:
+        return replies[min(next(counter), len(replies) - 1)]
+
+    return respond
+
+
+class OpenAIServer:
+    """An OpenAI-compatible HTTP server on 127.0.0.1 whose replies come from `respond(path, body, headers)`.
+
+    Use it as a context manager; `url` is the base URL (`http://127.0.0.1:PORT/v1`). It records every request and
+    the largest number handled at once, so a client's concurrency can be checked.
+    """
+
+    def __init__(self, respond: Callable[[str, dict, dict], Reply]) -> None:
+        self.respond = respond
+        self.requests: list[tuple[str, dict, dict]] = []
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                headers = dict(self.headers)
+                with server._lock:
+                    server.requests.append((self.path, body, headers))
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
+                try:
+                    reply = server.respond(self.path, body, headers)
+                    time.sleep(reply.delay_s)
+                    payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): nothing to answer
+                finally:
+                    with server._lock:
+                        server.active -= 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def __enter__(self) -> "OpenAIServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
