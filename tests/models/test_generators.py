@@ -1,4 +1,4 @@
-"""numina_kit.models.base: one set of behavioural tests run against both backends - `HFGenerator` (transformers, CPU)
+"""numina_kit.models.base, .hf and .vllm: one set of behavioural tests run against both backends - `HFGenerator` (transformers, CPU)
 and `VLLMGenerator` over the vLLM stand-in in tests/stubs/vllm - on a tiny random Llama built in a temporary folder:
 stop strings kept at the end of the text, max_new_tokens, EOS, seeded sampling independent of the batch, greedy
 batching, token counts. Then what is particular to each: the T4 engine arguments handed to vLLM, int8 weights in
@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.models import load as loading
-from numina_kit.models.demo import save_demo_model
 from numina_kit.errors import InputError
-from numina_kit.models.base import Completion, Generator, HFGenerator, SamplingParams, VLLMGenerator, match_stop
-from numina_kit.models.load import load_generator, vllm_engine_args
+from numina_kit.models import devices
+from numina_kit.models import vllm as vllm_backend
+from numina_kit.models.base import Completion, Generator, SamplingParams, match_stop
+from numina_kit.models.demo import save_demo_model
+from numina_kit.models.hf import HFGenerator
+from numina_kit.models.load import load_generator
+from numina_kit.models.vllm import VLLMGenerator, vllm_engine_args
 
 
 STUBS = Path(__file__).parents[1] / "stubs"
@@ -51,7 +54,7 @@ def standin():
         patch.syspath_prepend(str(STUBS))
         for name in [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]:
             patch.delitem(sys.modules, name)
-        patch.setattr(loading, "cuda_capabilities", lambda: [(7, 5), (7, 5)])
+        patch.setattr(devices, "cuda_capabilities", lambda: [(7, 5), (7, 5)])
         patch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "0")
         import vllm
 
@@ -180,7 +183,7 @@ def test_match_stop(text: str, previous: int, stops: tuple, expected: tuple | No
 
 def test_sampling_params_reject_bad_values() -> None:
     for bad in ({"temperature": -1}, {"top_p": 0}, {"max_new_tokens": 0}, {"stop": ("",)}):
-        with pytest.raises(ValueError):
+        with pytest.raises(InputError):
             SamplingParams(**bad)
 
 
@@ -206,7 +209,7 @@ def test_hf_batch_size_does_not_change_sampled_texts(model_dir: Path) -> None:
 
 def test_hf_refuses_a_prompt_longer_than_the_context(model_dir: Path) -> None:
     generator = load_generator(model_dir, backend="hf", max_model_len=8)
-    with pytest.raises(ValueError, match="longer than the 8-token context"):
+    with pytest.raises(InputError, match="longer than the 8-token context"):
         generator.generate(["1 2 3 4 5 6 7 8 9 10"], SamplingParams(max_new_tokens=2))
     [full] = generator.generate(["1 2 3"], SamplingParams(temperature=0, max_new_tokens=50))
     assert full.finish_reason in ("stop", "length") and full.prompt_tokens + full.num_tokens <= 8
@@ -309,9 +312,7 @@ def test_vllm_max_model_len_comes_from_the_config_capped(model_dir: Path, tmp_pa
 def test_vllm_before_0_18_gets_the_attention_backend_from_the_environment(
     standin, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from numina_kit.models import base as generation
-
-    monkeypatch.setattr(generation, "_engine_arg_names", lambda: {"model", "dtype"})
+    monkeypatch.setattr(vllm_backend, "_engine_arg_names", lambda: {"model", "dtype"})
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "unset")
     monkeypatch.delenv("VLLM_ATTENTION_BACKEND")
     generator = VLLMGenerator(model_dir)

@@ -1,4 +1,4 @@
-"""numina_kit.models.load: checking a model folder, choosing the backend and the precision, and the one-line
+"""numina_kit.models.load, .checkpoint and .devices: checking a model folder, choosing the backend and the precision, and the one-line
 `InputError` for each bad input (missing path, a folder that is not a model, vLLM asked for but absent, bfloat16 on a
 GPU without it, 8-bit where bitsandbytes cannot run, mismatched quantization). vLLM is the stand-in in tests/stubs.
 """
@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.models import load as loading
-from numina_kit.models.demo import save_demo_model
 from numina_kit.errors import InputError
-from numina_kit.models.base import HFGenerator, VLLMGenerator
-from numina_kit.models.load import checkpoint_quantization, context_length, load_generator, read_model_config, weight_bits
+from numina_kit.models import devices, hf
+from numina_kit.models.checkpoint import checkpoint_quantization, context_length, read_model_config, weight_bits
+from numina_kit.models.demo import save_demo_model
+from numina_kit.models.hf import HFGenerator
+from numina_kit.models.load import load_generator
+from numina_kit.models.vllm import VLLMGenerator
 
 
 STUBS = Path(__file__).parents[1] / "stubs"
@@ -42,9 +44,9 @@ def standin(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def fresh_bnb_probe():
-    loading.bitsandbytes_problem.cache_clear()
+    devices.bitsandbytes_problem.cache_clear()
     yield
-    loading.bitsandbytes_problem.cache_clear()
+    devices.bitsandbytes_problem.cache_clear()
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -109,7 +111,7 @@ def test_vllm_asked_for_but_not_installed(model_dir: Path, monkeypatch: pytest.M
 
 
 def test_vllm_installed_but_no_gpu(standin, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "cuda_capabilities", lambda: [])
+    monkeypatch.setattr(devices, "cuda_capabilities", lambda: [])
     with pytest.raises(InputError) as error:
         load_generator(model_dir, backend="vllm")
     assert "needs a CUDA GPU" in one_line(error)
@@ -126,19 +128,19 @@ def test_auto_backend_picks_vllm_only_with_vllm_and_a_gpu(
         request.getfixturevalue("standin")
     else:
         monkeypatch.setitem(sys.modules, "vllm", None)
-    monkeypatch.setattr(loading, "cuda_capabilities", lambda: gpus)
+    monkeypatch.setattr(devices, "cuda_capabilities", lambda: gpus)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the transformers path stays on this CPU
     assert type(load_generator(model_dir)) is expected
 
 
 def test_bfloat16_on_a_gpu_without_it(standin, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "cuda_capabilities", lambda: [(7, 5), (7, 5)])
+    monkeypatch.setattr(devices, "cuda_capabilities", lambda: [(7, 5), (7, 5)])
     with pytest.raises(InputError) as error:
         load_generator(model_dir, backend="vllm", dtype="bfloat16")
     assert "bfloat16 needs a GPU of compute capability 8.0" in one_line(error)
     # The transformers backend on such a GPU refuses it the same way, before loading anything.
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    monkeypatch.setattr(loading, "_torch_capability", lambda device: (7, 5))
+    monkeypatch.setattr(hf, "torch_capability", lambda device: (7, 5))
     with pytest.raises(InputError) as error:
         load_generator(model_dir, backend="hf", dtype="bfloat16", device="cuda")
     assert "use dtype='float16'" in one_line(error)
@@ -172,7 +174,7 @@ def test_8bit_where_bitsandbytes_cannot_run(fresh_bnb_probe, model_dir: Path, mo
 
 def test_bitsandbytes_runs_int8_on_this_cpu(fresh_bnb_probe) -> None:
     pytest.importorskip("bitsandbytes")
-    assert loading.bitsandbytes_problem("cpu") is None
+    assert devices.bitsandbytes_problem("cpu") is None
 
 
 def with_quantization(model_dir: Path, target: Path, record: dict | None, extra_file: dict | None = None) -> Path:
@@ -268,4 +270,4 @@ def test_no_gpu_here_means_no_capabilities() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert loading.cuda_capabilities() == []
+    assert devices.cuda_capabilities() == []
