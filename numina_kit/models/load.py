@@ -24,7 +24,7 @@ from numina_kit.models.checkpoint import (
 )
 from numina_kit.models.devices import bitsandbytes_problem, cuda_capabilities
 from numina_kit.models.hf import load_hf_generator
-from numina_kit.models.vllm import VLLMGenerator, vllm_engine_args, vllm_installed
+from numina_kit.models.vllm import VLLMGenerator, prepare_start, vllm_engine_args, vllm_installed
 
 
 __all__ = [
@@ -52,7 +52,8 @@ def load_generator(
 ) -> Generator:
     """Open `model_path` (a Hugging Face model folder) with vLLM or transformers and return its `Generator`.
 
-    backend: "auto" picks vLLM when it is installed and a CUDA GPU is visible, else transformers ("hf").
+    backend: "auto" picks vLLM when it is installed and a CUDA GPU is visible, else transformers ("hf"); "vllm" also
+    runs vLLM's CPU build on a machine without a GPU.
     quantization: "auto" serves the checkpoint as it is (its `quantization_config`, or full precision); "none"
     insists on full precision; "int8" asks for 8-bit weights (bitsandbytes on load for transformers; an 8-bit
     checkpoint for vLLM); a vLLM method name such as "gptq_marlin" picks that kernel for a matching checkpoint.
@@ -62,6 +63,8 @@ def load_generator(
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     chosen = backend
+    if backend in ("auto", "vllm") and vllm_installed():
+        prepare_start()  # before anything asks about GPUs, so vLLM's workers never inherit a CUDA context
     if backend == "auto":
         chosen = "vllm" if vllm_installed() and devices.cuda_capabilities() else "hf"
         logger.info("backend 'auto' chose %s", chosen)
