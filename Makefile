@@ -67,8 +67,10 @@ style: install
 	$(VENV)/bin/ruff check --fix .
 
 ## Every benchmark; each rewrites its own section of docs/benchmarks.md.
-bench: install
+## The HF-vs-vLLM comparison (benchmarks/generation.py --part backends) runs in .venv-vllm on the demo model.
+bench: install vllm-env $(DEMO_MODEL)/config.json
 	for b in benchmarks/[a-z]*.py; do $(PY) $$b || exit 1; done
+	$(VLLM_PY) benchmarks/generation.py --part backends
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -161,8 +161,8 @@ class OpenAIServer:
 # vLLM's engine core and its worker run inside the calling process: a start then takes seconds instead of the minute
 # two spawned processes need to import torch and vLLM again. `nobind` leaves the caller's CPU affinity alone.
 IN_PROCESS_VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-# No torch.compile warm-up, one process, and a small KV cache (on CPU a fraction of host memory).
-IN_PROCESS_VLLM_ARGS = {"enforce_eager": True, "distributed_executor_backend": "uni", "gpu_memory_utilization": 0.05}
+# No torch.compile warm-up, one process, and a small KV cache (in host memory).
+IN_PROCESS_VLLM_ARGS = {"enforce_eager": True, "distributed_executor_backend": "uni", "kv_cache_memory_bytes": 2**28}
 VLLM_MISSING = "vLLM is not installed in this environment: `make test-vllm` runs this in .venv-vllm (vLLM's CPU build)"
 
 
@@ -188,15 +188,22 @@ def free_port() -> int:
 class VLLMServer:
     """`vllm serve MODEL` on 127.0.0.1 in a child process (the current interpreter's vLLM), stopped on exit.
 
-    `url` is the OpenAI base URL (`http://127.0.0.1:PORT/v1`); `kill()` ends it at once, as a crash would; the log
-    is kept in `log_path`. Start-up waits for `/v1/models` to answer, at most `start_timeout_s`.
+    `url` is the OpenAI base URL (`http://127.0.0.1:PORT/v1`); `kill()` ends it at once, as a crash would, and
+    `start()` can start it again on the same port; the log is kept in `log_path`. Start-up waits for `/v1/models` to
+    answer, at most `start_timeout_s`.
     """
 
     def __init__(
-        self, model: str | Path, log_path: str | Path, *, args: tuple[str, ...] = (), start_timeout_s: float = 600
+        self,
+        model: str | Path,
+        log_path: str | Path,
+        *,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
+        start_timeout_s: float = 600,
     ) -> None:
         self.model, self.log_path, self.args, self.start_timeout_s = str(model), Path(log_path), args, start_timeout_s
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.process: subprocess.Popen | None = None
 

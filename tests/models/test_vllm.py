@@ -96,7 +96,7 @@ def test_no_gpu_needs_vllms_cpu_build(model_dir: Path, monkeypatch: pytest.Monke
         vllm_engine_args(model_dir, gpus=[])
     monkeypatch.setattr(vllm_backend, "vllm_cpu_build", lambda: True)
     args = vllm_engine_args(model_dir, gpus=[], max_num_seqs=8)
-    assert args["dtype"] == "float32" and args["gpu_memory_utilization"] == vllm_backend.CPU_MEMORY_FRACTION
+    assert args["dtype"] == "float32" and args["kv_cache_memory_bytes"] == vllm_backend.CPU_KV_CACHE_BYTES
     assert "tensor_parallel_size" not in args and "attention_backend" not in args and args["max_num_seqs"] == 8
 
 
