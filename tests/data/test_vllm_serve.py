@@ -124,7 +124,8 @@ def test_generate_tir_survives_a_killed_server_and_resumes(server: VLLMServer, t
     after = journal(tmp_path)
     assert after[: len(before)] == before  # the first run's records are kept, not redone
     stats = json.loads((tmp_path / "tir.stats.json").read_text())
-    assert stats["skipped_finished"] >= 1 and attempts_before <= {record["id"] for record in after}
+    assert stats["this_run"]["skipped_finished"] >= 1 and attempts_before <= {record["id"] for record in after}
+    assert stats["attempts"] == len(after) and stats["problems_pending"] == 0
     kept = [record for record in after if record.get("outcome") == "kept"]
     rows = (tmp_path / "tir.jsonl").read_text().splitlines() if (tmp_path / "tir.jsonl").exists() else []
     assert len(rows) == len(kept)
