@@ -6,11 +6,13 @@ the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoin
 """
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from numina_kit.models.base import Completion, SamplingParams
 
@@ -147,3 +149,29 @@ class OpenAIServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---- Executed code blocks of ToRA traces: the sandbox's fidelity replay (its test and its benchmark) ---------------
+
+TRACE_BLOCK = re.compile(r"```python\n(.*?)```\n```output\n(.*?)\n```", re.DOTALL)
+
+
+def load_trace_blocks(path: str | Path) -> list[tuple[str, int, str, str]]:
+    """(trace id, block index, code, recorded output) for every executed block of a JSONL file of ToRA traces (one
+    `{"id", "solution"}` object a line, each code block followed by the output the original executor printed)."""
+    blocks = []
+    for line in Path(path).read_text().splitlines():
+        row = json.loads(line)
+        for index, (code, output) in enumerate(TRACE_BLOCK.findall(row["solution"])):
+            blocks.append((row["id"], index, code, output))
+    return blocks
+
+
+def reproduces(recorded: str, status: str, output: str) -> bool:
+    """Whether a rerun's output matches the recorded one; errors compare on their last line only (ToRA recorded
+    only the final exception line)."""
+    if output.strip() == recorded.strip():
+        return True
+    if status != "ok":
+        return output.strip().splitlines()[-1:] == recorded.strip().splitlines()[-1:]
+    return False
