@@ -200,3 +200,29 @@ def equivalent_forms(answer: str) -> dict[str, str]:
     if slashed != answer and not re.search(r"\d\s*\\[dt]?frac", answer):  # `1\frac{4}{5}` is a mixed number
         forms["slash"] = slashed
     return forms
+
+
+# ---- Executed code blocks of ToRA traces: the sandbox's fidelity replay (its test and its benchmark) ---------------
+
+TRACE_BLOCK = re.compile(r"```python\n(.*?)```\n```output\n(.*?)\n```", re.DOTALL)
+
+
+def load_trace_blocks(path: str | Path) -> list[tuple[str, int, str, str]]:
+    """(trace id, block index, code, recorded output) for every executed block of a JSONL file of ToRA traces (one
+    `{"id", "solution"}` object a line, each code block followed by the output the original executor printed)."""
+    blocks = []
+    for line in Path(path).read_text().splitlines():
+        row = json.loads(line)
+        for index, (code, output) in enumerate(TRACE_BLOCK.findall(row["solution"])):
+            blocks.append((row["id"], index, code, output))
+    return blocks
+
+
+def reproduces(recorded: str, status: str, output: str) -> bool:
+    """Whether a rerun's output matches the recorded one; errors compare on their last line only (ToRA recorded
+    only the final exception line)."""
+    if output.strip() == recorded.strip():
+        return True
+    if status != "ok":
+        return output.strip().splitlines()[-1:] == recorded.strip().splitlines()[-1:]
+    return False
