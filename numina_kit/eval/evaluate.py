@@ -17,7 +17,6 @@ aimo2/aimo3 an out-of-range reference cannot be matched and is counted wrong); "
 """
 
 import argparse
-import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from numina_kit.answers.extract import is_equivalent, to_competition_answer
+from numina_kit.data.jsonl import JsonlAppender
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.errors import InputError
 from numina_kit.models.base import Generator
@@ -259,15 +259,14 @@ def run(args: argparse.Namespace) -> int:
     solutions_path = out / "solutions.jsonl"
     with (
         tqdm(total=len(problems) * len(seeds), desc="evaluate", unit="problem") as bar,
-        solutions_path.open("w", encoding="utf-8") as solutions,
+        JsonlAppender(solutions_path) as solutions,
     ):
         correct = 0
 
         def update(result: ProblemResult, solution: Solution) -> None:
             nonlocal correct
             correct += result.correct
-            head = f'{{"id": {json.dumps(result.id)}, "seed": {result.seed}, "correct": {json.dumps(result.correct)}, '
-            solutions.write(head + '"solution": ' + solution.to_json() + "}\n")
+            solutions.append({"id": result.id, "seed": result.seed, "correct": result.correct, "solution": solution})
             bar.update(1)
             bar.set_postfix(correct=f"{correct}/{bar.n}", answer=result.answer)
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from numina_kit.data.problems import write_jsonl
+from numina_kit.data.jsonl import write_jsonl
 from numina_kit.errors import InputError
 
 

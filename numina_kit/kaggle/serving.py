@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from numina_kit.data.problems import write_jsonl
+from numina_kit.data.jsonl import write_jsonl
 from numina_kit.errors import InputError
 
 
