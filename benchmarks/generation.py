@@ -184,7 +184,8 @@ def compare_backends(model: Path, num_problems: int) -> None:
         )
         + f"\n\nvLLM / transformers throughput: {vllm / hf:.1f}x. The two backends draw different random streams, so "
         "their texts differ; the share of candidates that reach the fence is the check that both follow the same "
-        "stop rule. Start-up includes loading the model (vLLM: its engine process and the compile warm-up). On a "
+        "stop rule. Both are measured in the same run, so load from other jobs on a shared machine hits both; the "
+        "range column shows how much rounds varied. Start-up includes loading the model (vLLM: its engine process and the compile warm-up). On a "
         "GPU the gap is expected to be larger (paged attention, prefix sharing across the 48 candidates); not "
         "measured here: no GPU on this machine."
     )
