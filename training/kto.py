@@ -22,6 +22,7 @@ import logging
 import random
 from pathlib import Path
 
+import kto_sample
 from components import (
     check_adapter_arguments,
     get_model,
@@ -31,8 +32,8 @@ from components import (
     train_and_save,
     usage,
 )
-from kto_sample import DataArguments, SamplingArguments, make_parser, samples_file
-from trl import KTOConfig, KTOTrainer, ModelConfig, get_peft_config
+from kto_sample import DataArguments, SamplingArguments, samples_file
+from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from numina_kit.data.journal import read_records
 from numina_kit.errors import InputError
@@ -88,6 +89,11 @@ def shuffled(rows: list[dict], seed: int) -> list[dict]:
     return order
 
 
+def training_rows(path: str | Path, tokenizer, max_length: int | None, seed: int) -> list[dict]:
+    """The samples KTOTrainer gets: read, without those longer than `max_length`, shuffled with `seed`."""
+    return shuffled(drop_too_long(read_samples(path), tokenizer, max_length), seed)
+
+
 def balanced_weights(num_desirable: int, num_undesirable: int) -> tuple[float, float]:
     """(desirable_weight, undesirable_weight) that make both classes weigh the same, the rarer one scaled up.
 
@@ -113,9 +119,10 @@ def main(
     if not model_args.model_name_or_path:
         raise InputError("no model: set model_name_or_path to the SFT model to improve")
     check_adapter_arguments(model_args)
-    rows = read_samples(samples_file(sampling, training_args))
+    path = samples_file(sampling, training_args)
+    read_samples(path)  # a missing or malformed file fails before the model is loaded
     tokenizer = get_tokenizer(model_args, None, trust_remote_code=training_args.trust_remote_code)
-    rows = shuffled(drop_too_long(rows, tokenizer, training_args.max_length), training_args.seed)
+    rows = training_rows(path, tokenizer, training_args.max_length, training_args.seed)
 
     num_desirable = sum(row["label"] for row in rows)
     num_undesirable = len(rows) - num_desirable
@@ -143,5 +150,10 @@ def main(
     return output_dir
 
 
+def make_parser() -> TrlParser:
+    """The KTO recipe parser, the same as kto_sample.py's: both steps read one recipe."""
+    return kto_sample.make_parser(USAGE)
+
+
 if __name__ == "__main__":
-    run_script(main, make_parser(USAGE), USAGE)
+    run_script(main, make_parser(), USAGE)

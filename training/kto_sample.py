@@ -1,6 +1,6 @@
 """On-policy KTO, step 1 of 2: sample SC-TIR solutions from the SFT model and write them, labelled, to a JSONL file.
 
-NuminaMath's most promising unshipped idea (the AIMO-1 write-up, https://huggingface.co/blog/winning-aimo-progress-prize):
+NuminaMath's most promising unshipped idea (https://huggingface.co/blog/winning-aimo-progress-prize):
 sample 4 tool-integrated completions per training problem from the stage-2 model, mark each desirable when its
 answer matches the reference, and run KTO on the same model. This script does the sampling, in ONE process (vLLM on
 the GPUs it is given, or transformers); `kto.py` then trains on the file, under `accelerate` if wanted. Both read the
@@ -67,7 +67,8 @@ class SamplingArguments:
     samples_path: str | None = field(
         default=None,
         metadata={
-            "help": "The labelled samples (JSONL) kto_sample.py writes and kto.py reads; default output_dir/samples.jsonl."
+            "help": "The labelled samples (JSONL) kto_sample.py writes and kto.py reads "
+            "(default: output_dir/samples.jsonl)."
         },
     )
 

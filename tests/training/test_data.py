@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 
+pytest.importorskip("trl")  # the training extra; absent from the vLLM test environment
 REPO = Path(__file__).resolve().parents[2]
 TRAINING = REPO / "training"
 RECIPES = TRAINING / "recipes"
