@@ -35,7 +35,7 @@ from components import (
 from kto_sample import DataArguments, SamplingArguments, samples_file
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser, get_peft_config
 
-from numina_kit.data.journal import read_records
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
 
 
@@ -54,7 +54,7 @@ def read_samples(path: str | Path) -> list[dict]:
             f"samples file not found: {path} (write it first: python training/kto_sample.py --config ...)"
         )
     rows = []
-    for number, record in enumerate(read_records(path, repair=False), start=1):
+    for number, record in enumerate(read_jsonl(path, appended=True), start=1):
         for sample in record.get("samples", [record]):
             prompt, completion, label = (
                 sample.get("prompt", record.get("prompt")),

@@ -28,7 +28,7 @@ from components import add_config_argument, run_script, usage
 from data import DataArguments, load_rows, problem_text
 from trl import KTOConfig, ModelConfig, TrlParser
 
-from numina_kit.data.journal import Journal, read_records
+from numina_kit.data.jsonl import JsonlAppender, read_jsonl
 from numina_kit.errors import InputError
 from numina_kit.prompts import render_prompt
 
@@ -102,15 +102,16 @@ def training_problems(data_args: DataArguments, num_problems: int | None) -> lis
     return problems
 
 
-def is_desirable(candidate, reference: str) -> bool:
-    """The one labelling rule: desirable when the candidate finished on an answer the judge accepts.
+def is_desirable(candidate, reference: str, rule: str) -> bool:
+    """The one labelling rule: desirable when the candidate finished on an answer `numina_kit.answers.judge` finds
+    right under `rule` ('general' accepts any MATH-style answer, such as \\frac12).
 
-    Candidates that wrote no answer, a wrong one, or ran out of rounds or context are undesirable. The SC-TIR run
-    decides validity with the recipe's `answer_rule` ('general' accepts any MATH-style answer, such as \\frac12).
+    Candidates that wrote no answer, a wrong one, or ran out of rounds or context are undesirable.
     """
-    from numina_kit.answers.extract import is_equivalent
+    from numina_kit.answers import judge
+    from numina_kit.sctir.loop import CandidateStatus
 
-    return candidate.voted and candidate.raw_answer is not None and is_equivalent(reference, candidate.raw_answer)
+    return candidate.status is CandidateStatus.ANSWERED and judge(reference, candidate.raw_answer, rule)
 
 
 def sample_problem(problem: dict, generator, config, sandbox) -> dict:
@@ -125,7 +126,7 @@ def sample_problem(problem: dict, generator, config, sandbox) -> dict:
         "samples": [
             {
                 "completion": candidate.text,
-                "label": is_desirable(candidate, problem["answer"]),
+                "label": is_desirable(candidate, problem["answer"], config.competition),
                 "answer": candidate.raw_answer,
                 "status": candidate.status.value,
                 "reason": candidate.reason,
@@ -154,7 +155,7 @@ def sampling_config(sampling: SamplingArguments, max_length: int | None):
 
 def pending(problems: list[dict], path: Path) -> list[dict]:
     """The problems that have no line in the samples file yet (all of them when it does not exist)."""
-    done = {record.get("id") for record in read_records(path)}
+    done = {record.get("id") for record in read_jsonl(path, missing_ok=True, appended=True, repair=True)}
     return [problem for problem in problems if problem["id"] not in done]
 
 
@@ -162,14 +163,10 @@ def sample(problems: list[dict], generator, config, path: Path) -> None:
     """Sample and label `problems`, appending one flushed line per problem to `path` as each one is done."""
     from numina_kit.sandbox.pool import Sandbox
 
-    journal = Journal(path)
-    try:
-        with Sandbox(config.executor) as sandbox:
-            for number, problem in enumerate(problems, start=1):
-                journal.append(sample_problem(problem, generator, config, sandbox))
-                logger.info("sampled %d/%d problems", number, len(problems))
-    finally:
-        journal.close()
+    with JsonlAppender(path, fsync=True) as samples, Sandbox(config.executor) as sandbox:
+        for number, problem in enumerate(problems, start=1):
+            samples.append(sample_problem(problem, generator, config, sandbox))
+            logger.info("sampled %d/%d problems", number, len(problems))
 
 
 def vllm_arguments(sampling: SamplingArguments) -> dict:

@@ -192,7 +192,8 @@ def test_lora_on_4bit_weights_trains_on_cpu_and_saves_a_merged_model(sft_model, 
 
 def test_sft_on_one_local_file_with_eval_switched_on_trains_without_eval(tmp_path, caplog):
     """Stage 2 evaluates every epoch on a `test` split; a single JSONL (generate_tir's output) has only `train`."""
-    from numina_kit.data.problems import synthetic_problems, write_jsonl
+    from numina_kit.data.jsonl import write_jsonl
+    from numina_kit.data.problems import synthetic_problems
     from numina_kit.prompts import render_messages
 
     rows = [
