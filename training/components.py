@@ -63,6 +63,13 @@ def resolve_chat_template(chat_template_path: str | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def require_model(model_args: ModelConfig) -> str:
+    """The recipe's `model_name_or_path`; a one-line error when it is unset."""
+    if not model_args.model_name_or_path:
+        raise InputError("no model: set model_name_or_path to the SFT model to improve")
+    return model_args.model_name_or_path
+
+
 def load_pretrained(loader, name: str, **kwargs):
     """`loader.from_pretrained(name, ...)`, or a one-line `InputError` when `name` is no model folder or Hub id."""
     try:
@@ -214,10 +221,14 @@ def usage(script: str, kto: bool) -> str:
     return f"usage: python training/{script} --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
 
 
-def add_config_argument(parser, usage_line: str):
-    """List `--config` in `--help`: TrlParser reads and removes it before parsing, so it never reaches argparse."""
+def recipe_parser(dataclass_types: tuple, usage_line: str):
+    """A `TrlParser` over `dataclass_types` with no prefix matching (--learning_rat is not --learning_rate) that lists
+    `--config` in `--help` (TrlParser reads and removes it before parsing, so it never reaches argparse)."""
     import argparse
 
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types, allow_abbrev=False)
     parser.add_argument(
         "--config", metavar="RECIPE", default=argparse.SUPPRESS, help="YAML recipe; any of its keys can be overridden"
     )
@@ -232,6 +243,7 @@ def run_script(main: Callable, parser, usage_line: str) -> None:
     if len(sys.argv) == 1:
         print(usage_line)
         sys.exit(2)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         args = parser.parse_args_and_config()
     except yaml.YAMLError as error:  # a recipe that is not YAML: name the file and the place

@@ -28,6 +28,7 @@ from components import (
     get_model,
     get_tokenizer,
     model_init_kwargs,
+    require_model,
     run_script,
     train_and_save,
     usage,
@@ -115,9 +116,7 @@ def main(
     """Read the labelled samples, train, and save to `training_args.output_dir`; returns that folder."""
     from datasets import Dataset
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not model_args.model_name_or_path:
-        raise InputError("no model: set model_name_or_path to the SFT model to improve")
+    require_model(model_args)
     check_adapter_arguments(model_args)
     path = samples_file(sampling, training_args)
     read_samples(path)  # a missing or malformed file fails before the model is loaded

@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components import add_config_argument, run_script, usage
+from components import recipe_parser, require_model, run_script, usage
 from data import DataArguments, load_rows, problem_text
 from trl import KTOConfig, ModelConfig, TrlParser
 
@@ -183,12 +183,9 @@ def main(
     data_args: DataArguments, training_args: KTOConfig, model_args: ModelConfig, sampling: SamplingArguments
 ) -> Path:
     """Sample, label and write the samples file; returns its path."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not model_args.model_name_or_path:
-        raise InputError("no model: set model_name_or_path to the SFT model to improve")
     from numina_kit.models.load import load_generator, read_model_config
 
-    read_model_config(model_args.model_name_or_path)  # a missing or broken model folder fails before any sampling
+    read_model_config(require_model(model_args))  # a missing or broken model folder fails before any sampling
 
     problems = training_problems(data_args, sampling.num_problems)
     path = samples_file(sampling, training_args)
@@ -205,10 +202,7 @@ def main(
 
 def make_parser(usage_line: str = USAGE) -> TrlParser:
     """The KTO recipe parser (kto_sample.py and kto.py read the same recipe): script, KTO, model, sampling."""
-    parser = TrlParser(
-        (DataArguments, KTOConfig, ModelConfig, SamplingArguments), allow_abbrev=False
-    )  # --learning_rat must not mean --learning_rate
-    return add_config_argument(parser, usage_line)
+    return recipe_parser((DataArguments, KTOConfig, ModelConfig, SamplingArguments), usage_line)
 
 
 if __name__ == "__main__":

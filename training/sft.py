@@ -23,11 +23,11 @@ from pathlib import Path
 
 from components import (
     ScratchModelArguments,
-    add_config_argument,
     check_adapter_arguments,
     get_model,
     get_tokenizer,
     model_init_kwargs,
+    recipe_parser,
     resolve_chat_template,
     run_script,
     scratch_tokenizer_and_model,
@@ -55,7 +55,6 @@ def main(
     scratch_args: ScratchModelArguments,
 ) -> Path:
     """Train and save the model to `training_args.output_dir`; returns that folder."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_adapter_arguments(model_args, from_scratch=scratch_args.from_scratch)
     if training_args.packing and training_args.packing_strategy == "bfd":
         logger.warning("packing_strategy 'bfd' cuts every example longer than max_length; 'wrapped' keeps them")
@@ -111,10 +110,7 @@ def main(
 
 def make_parser() -> TrlParser:
     """The recipe parser: TRL's script, SFT and model arguments plus our from-scratch model arguments."""
-    parser = TrlParser(
-        (DataArguments, SFTConfig, ModelConfig, ScratchModelArguments), allow_abbrev=False
-    )  # --learning_rat must not mean --learning_rate
-    return add_config_argument(parser, USAGE)
+    return recipe_parser((DataArguments, SFTConfig, ModelConfig, ScratchModelArguments), USAGE)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ def test_kto_samples_as_its_own_resumable_step_then_trains(sft_model, tmp_path):
         [
             *common,
             "--samples_path", str(relabelled),
+            "--balance_weights", "false",  # weights 1 and 1: every sample's loss starts at 0.5
             "--learning_rate", "1e-3",
             "--num_train_epochs", "4",
             "--per_device_train_batch_size", "4",
