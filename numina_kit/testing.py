@@ -408,3 +408,32 @@ class VLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- a scripted model behind an OpenAI-compatible endpoint, for the validation suite --------------------------------
+
+
+class AnsweringModel:
+    """An `OpenAIServer` respond function that plays a TIR model whose answers are scripted: `answer(problem, seed)`.
+
+    Round 1 prints the answer in a code block (and stops at the output fence); after an output block it boxes what
+    the code printed. The request's seed differs per candidate (`seed + i`), so `answer` can make candidates of one
+    problem disagree. `problems` counts the first-round requests per problem text.
+    """
+
+    def __init__(self, answer: Callable[[str, int], str]) -> None:
+        self.answer = answer
+        self.problems: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, body: dict, headers: dict) -> Reply:
+        from numina_kit.prompts import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
+
+        problem, solution = body["prompt"].removeprefix(PROBLEM_PREFIX).split(f"\n{SOLUTION_PREFIX}", 1)
+        if OUTPUT_START in solution:
+            value = solution.split(OUTPUT_START)[-1].split("\n")[0]
+            return completion_reply(f"The code printed {value}, so the answer is $\\boxed{{{value}}}$.")
+        with self._lock:
+            self.problems[problem] += 1
+        code = f"print({self.answer(problem, int(body.get('seed') or 0))!r})"
+        return completion_reply(f"Let me compute.\n```python\n{code}\n```\n", stop_reason=STOP)

@@ -39,29 +39,35 @@ def load_problems(path: str | Path, *, limit: int | None = None) -> list[Problem
     path = Path(path)
     if not path.is_file():
         raise InputError(f"problem file not found: {path}")
-    rows = _read_rows(path)
+    return problems_from_rows(read_rows(path), str(path), limit=limit)
+
+
+def problems_from_rows(rows: list, source: str, *, limit: int | None = None) -> list[Problem]:
+    """Problems from rows with `problem`, optional `id` and `answer` (a file's, or a Hub dataset's, named `source`
+    in errors), checked as `load_problems` checks a file."""
     problems: list[Problem] = []
     seen: set[str] = set()
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise InputError(f"{path}: row {number} is not an object with a 'problem' field")
+            raise InputError(f"{source}: row {number} is not an object with a 'problem' field")
         text = row.get("problem")
         if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{path}: row {number} has no 'problem' text")
+            raise InputError(f"{source}: row {number} has no 'problem' text")
         pid = str(row["id"]) if row.get("id") not in (None, "") else str(number - 1)
         if pid in seen:
-            raise InputError(f"{path}: duplicate id {pid!r} at row {number}")
+            raise InputError(f"{source}: duplicate id {pid!r} at row {number}")
         seen.add(pid)
         answer = row.get("answer")
         problems.append(Problem(id=pid, problem=text, answer=None if answer in (None, "") else str(answer)))
         if limit is not None and len(problems) >= limit:
             break
     if not problems:
-        raise InputError(f"{path}: no problems found")
+        raise InputError(f"{source}: no problems found")
     return problems
 
 
-def _read_rows(path: Path) -> list:
+def read_rows(path: Path) -> list:
+    """The rows of a JSONL, CSV (with a `problem` column) or Parquet file, as the file gives them."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return read_jsonl(path)
