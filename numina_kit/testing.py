@@ -8,6 +8,7 @@ the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoin
 
 import asyncio
 import json
+import selectors
 import threading
 import time
 from collections.abc import Callable
@@ -214,3 +215,35 @@ class ScriptedStreamingGenerator:
             self.in_flight -= 1
         self.finished.append(request_id)
         return Completion(text=text, finish_reason="stop", num_tokens=len(text), prompt_tokens=len(prompt))
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio event loop on virtual time: when nothing is ready to run, the clock jumps to the next timer.
+
+    `await asyncio.sleep(3600)` returns at once with `loop.time()` an hour later, so async code (the async SC-TIR
+    engine, a simulated server) runs on simulated time: pass `loop.time` wherever a `clock` is taken. Work in other
+    threads that wakes the loop (`run_in_executor`) is not waited for before the clock jumps: simulate with
+    coroutines only.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list:
+        events = super().select(0)  # the loop's own wake-up pipe, without waiting
+        if events or timeout == 0:
+            return events
+        if timeout is None:  # nothing scheduled: only another thread can wake the loop
+            return super().select(None)
+        self.loop.now += timeout
+        return []

@@ -22,6 +22,7 @@ code block (as the AIMO-3 public baseline does), which saves the tokens a model 
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import time
 import uuid
@@ -85,7 +86,9 @@ async def solve_async(
 ) -> Solution:
     """Solve one problem with one pipeline per candidate and return the voted answer (see the module docstring).
 
-    `executor` needs `run(code, key=...)` and `forget(key)` (a `Sandbox`); `deadline` is a time on `clock`.
+    `executor` needs `run(code, key=...)` and `forget(key)`: a `Sandbox`, whose `run` is called in a thread, or a
+    client whose `run` is a coroutine function (a remote sandbox service), awaited on the loop. `deadline` is a time
+    on `clock`.
     """
     run = _Run(problem, generator, config, executor, deadline, clock)
     return await run.solve()
@@ -119,6 +122,7 @@ class _Run:
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max(1, min(config.num_candidates, 64)), thread_name_prefix="numina-sctir-code"
         )
+        self.async_executor = inspect.iscoroutinefunction(getattr(executor, "run", None))  # a sandbox client
         self.generating = _BusyTime(clock)
         self.executing = _BusyTime(clock)
 
@@ -187,7 +191,7 @@ class _Run:
                     logger.exception("could not advance candidate %d", c.index)
                     finish(c, CandidateStatus.PRUNED, round_, reason=f"harness error: {type(error).__name__}")
                 if c.restarts != restarts or c.status is not CandidateStatus.RUNNING:
-                    self.threads.submit(forget, self.executor, self.keys[c.index])
+                    self.forget(c)
                 if c.status is not CandidateStatus.RUNNING:
                     break
         except asyncio.CancelledError:  # the problem stopped (early stop, deadline): keep what was written
@@ -252,6 +256,15 @@ class _Run:
             raise asyncio.CancelledError
         if not self.config.execute_code:
             return ExecResult(status="ok", output="", duration_s=0.0)
+        if self.async_executor:
+            self.executing.enter()
+            try:
+                return await self.executor.run(code, key=self.keys[c.index])
+            except Exception as error:
+                logger.exception("sandbox failed on a block")
+                return _error_result(error)
+            finally:
+                self.executing.leave()
         block = self.threads.submit(_run_block, self.executor, code, self.keys[c.index])
         self.blocks.append(block)
         self.executing.enter()
@@ -259,6 +272,14 @@ class _Run:
             return await asyncio.wrap_future(block)
         finally:
             self.executing.leave()
+
+    def forget(self, c: Candidate) -> None:
+        """Drop the candidate's interpreter: in a thread for a `Sandbox` (it may wait for the worker), inline for an
+        async sandbox client."""
+        if self.async_executor:
+            forget(self.executor, self.keys[c.index])
+        else:
+            self.threads.submit(forget, self.executor, self.keys[c.index])
 
     def finished(self, c: Candidate) -> None:
         """A candidate left the race: stop everything when the answers now agree."""
@@ -357,7 +378,11 @@ def _run_block(executor: Sandbox, code: str, key: str) -> ExecResult:
         return executor.run(code, key=key)
     except Exception as error:
         logger.exception("sandbox failed on a block")
-        return ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)
+        return _error_result(error)
+
+
+def _error_result(error: Exception) -> ExecResult:
+    return ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)
 
 
 class _BusyTime:
