@@ -8,12 +8,19 @@ the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoin
 
 import asyncio
 import json
+import os
 import selectors
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from numina_kit.models.base import Completion, SamplingParams
 
@@ -247,3 +254,90 @@ class _VirtualSelector(selectors.SelectSelector):
             return super().select(None)
         self.loop.now += timeout
         return []
+
+
+# --- the real vLLM engine on CPU (vLLM's CPU build, `make vllm-env`) -------------------------------------------------
+
+# vLLM's engine core and its worker run inside the calling process: a start then takes seconds instead of the minute
+# two spawned processes need to import torch and vLLM again. `nobind` leaves the caller's CPU affinity alone.
+IN_PROCESS_VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+# No torch.compile warm-up, one process, and a small KV cache (on CPU a fraction of host memory).
+IN_PROCESS_VLLM_ARGS = {"enforce_eager": True, "distributed_executor_backend": "uni", "gpu_memory_utilization": 0.05}
+VLLM_MISSING = "vLLM is not installed in this environment: `make test-vllm` runs this in .venv-vllm (vLLM's CPU build)"
+
+
+def open_vllm_in_process(model_path: str | Path, **overrides: object):
+    """A `VLLMGenerator` whose engine runs in this process on vLLM's CPU build, for tests and benchmarks.
+
+    It goes through `load_generator(backend="vllm")` like any caller; only the start-up settings above differ from
+    the defaults (they set environment variables of this process, which vLLM reads when an engine starts).
+    """
+    from numina_kit.models.load import load_generator
+
+    os.environ.update(IN_PROCESS_VLLM_ENV)
+    return load_generator(model_path, backend="vllm", **{**IN_PROCESS_VLLM_ARGS, **overrides})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class VLLMServer:
+    """`vllm serve MODEL` on 127.0.0.1 in a child process (the current interpreter's vLLM), stopped on exit.
+
+    `url` is the OpenAI base URL (`http://127.0.0.1:PORT/v1`); `kill()` ends it at once, as a crash would; the log
+    is kept in `log_path`. Start-up waits for `/v1/models` to answer, at most `start_timeout_s`.
+    """
+
+    def __init__(
+        self, model: str | Path, log_path: str | Path, *, args: tuple[str, ...] = (), start_timeout_s: float = 600
+    ) -> None:
+        self.model, self.log_path, self.args, self.start_timeout_s = str(model), Path(log_path), args, start_timeout_s
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "VLLMServer":
+        command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", self.model]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", "teacher", *self.args]
+        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {self.process.returncode}: see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                time.sleep(1)
+        self.kill()
+        raise RuntimeError(f"vllm serve did not answer within {self.start_timeout_s:.0f} s: see {self.log_path}")
+
+    def kill(self) -> None:
+        """End the server and every process it started (its engine core), at once."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Ask the server to shut down (SIGTERM), then kill what is left after 30 s."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
