@@ -142,6 +142,7 @@ class Solution:
     total_s: float = 0.0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    cancel_s: float = 0.0  # async engine: from stopping the problem (agreement, deadline) to its last request ending
 
     @property
     def answers(self) -> list[int | str]:

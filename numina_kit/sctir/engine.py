@@ -116,6 +116,7 @@ class _Run:
         self.solution = Solution(answer=0, votes=[], candidates=self.candidates)
         self.arrived: list[int | str | None] = []  # answers in the order they came (what early stopping sees)
         self.stop_reason = ""  # set once, by the first reason to stop everything
+        self.stopped_at: float | None = None
         self.errors = 0
         self.tasks: dict[int, asyncio.Task] = {}
         self.blocks: list[concurrent.futures.Future] = []  # every sandbox call made
@@ -135,6 +136,8 @@ class _Run:
             else:
                 self.tasks = {c.index: asyncio.create_task(self.pipeline(c)) for c in self.candidates}
                 await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+                if self.stopped_at is not None:
+                    self.solution.cancel_s = self.clock() - self.stopped_at
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -307,7 +310,7 @@ class _Run:
         """Cancel every pipeline still running (their requests are aborted, no further code starts)."""
         if self.stop_reason:
             return
-        self.stop_reason = reason
+        self.stop_reason, self.stopped_at = reason, self.clock()
         current = asyncio.current_task()
         for index, task in self.tasks.items():
             if task is not current and not task.done() and self.candidates[index].status is CandidateStatus.RUNNING:
