@@ -28,10 +28,9 @@ import time
 import uuid
 from collections.abc import Callable
 
-from numina_kit.answers.extract import extract_boxed
 from numina_kit.models.base import Completion, Generator, SamplingParams
 from numina_kit.models.streaming import BatchingGenerator, StreamingGenerator, is_streaming, shared_event_loop
-from numina_kit.prompts import OUTPUT_START, STOP, last_code_block, render_prompt
+from numina_kit.prompts import STOP, last_code_block, render_prompt
 from numina_kit.sandbox.pool import ExecResult, Sandbox
 from numina_kit.sctir.candidates import (
     Candidate,
@@ -46,6 +45,7 @@ from numina_kit.sctir.candidates import (
     vote,
 )
 from numina_kit.sctir.config import SCTIRConfig
+from numina_kit.sctir.progress import BusyTime, RequestProgress, keep_text
 
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ class _Run:
             max(1, min(config.num_candidates, 64)), thread_name_prefix="numina-sctir-code"
         )
         self.async_executor = inspect.iscoroutinefunction(getattr(executor, "run", None))  # a sandbox client
-        self.generating = _BusyTime(clock)
-        self.executing = _BusyTime(clock)
+        self.generating = BusyTime(clock)
+        self.executing = BusyTime(clock)
 
     async def solve(self) -> Solution:
         start = self.clock()
@@ -180,12 +180,7 @@ class _Run:
                 try:
                     result = None if code is None else await self.execute(c, code)
                 except asyncio.CancelledError:  # stopped while its code ran: keep the code it wrote
-                    tokens = completion.num_tokens or self.count_tokens(completion.text)
-                    c.text, c.tokens, c.generated_tokens = (
-                        c.text + completion.text,
-                        c.tokens + tokens,
-                        c.generated_tokens + tokens,
-                    )
+                    keep_text(c, completion.text, completion.num_tokens or self.count_tokens(completion.text))
                     raise
                 restarts = c.restarts
                 try:
@@ -222,7 +217,7 @@ class _Run:
             # as the sync loop's prompt i of round r when every candidate is still running: seed + r * P + i
             seed=None if config.seed is None else config.seed + 1_000_003 * round_ + c.index,
         )
-        streamed = _Streamed(self, c)
+        streamed = RequestProgress(c, self.past_deadline, stop_at_answer=config.stream_answers)
         self.solution.prompt_tokens += self.prompt_tokens + c.tokens
         request = asyncio.ensure_future(
             self.generator.complete(
@@ -330,52 +325,6 @@ class _Run:
         self.threads.shutdown(wait=False)
 
 
-class _Streamed:
-    """What one request has streamed so far (the `on_progress` callback), watched for the deadline and answers."""
-
-    def __init__(self, run: _Run, candidate: Candidate) -> None:
-        self.run, self.candidate = run, candidate
-        self.text, self.tokens = "", 0
-        self.request: asyncio.Future | None = None
-        self.answer_end: int | None = None
-        self._from = 0  # where to look for the next `\boxed`
-
-    def __call__(self, text: str, tokens: int) -> None:
-        self.text, self.tokens = text, tokens
-        self.run.past_deadline()
-        if self.run.config.stream_answers and self.answer_end is None and self._complete_answer():
-            self.answer_end = len(text)
-            if self.request is not None:
-                self.request.cancel()
-
-    def _complete_answer(self) -> bool:
-        """Whether the text now holds a complete `\\boxed{}` outside code, written after the candidate saw output."""
-        if OUTPUT_START not in self.candidate.text:
-            return False
-        while (start := self.text.find("\\boxed", self._from)) != -1:
-            if _inside_code(self.text, start):
-                self._from = start + 1
-                continue
-            self._from = start  # incomplete: look again from here when more text arrives
-            return extract_boxed(self.text[start:]) is not None
-        self._from = max(self._from, len(self.text) - len("\\boxed") + 1)
-        return False
-
-    def keep(self) -> None:
-        """Append what was streamed to the candidate (the request ended without a completion)."""
-        c = self.candidate
-        c.text += self.text
-        c.tokens += self.tokens
-        c.generated_tokens += self.tokens
-        self.text, self.tokens = "", 0
-
-
-def _inside_code(text: str, position: int) -> bool:
-    """Whether `position` lies inside a ```python block left open before it."""
-    opened = text.rfind("```python", 0, position)
-    return opened != -1 and text.find("```", opened + len("```python"), position) == -1
-
-
 def _run_block(executor: Sandbox, code: str, key: str) -> ExecResult:
     try:
         return executor.run(code, key=key)
@@ -386,20 +335,3 @@ def _run_block(executor: Sandbox, code: str, key: str) -> ExecResult:
 
 def _error_result(error: Exception) -> ExecResult:
     return ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)
-
-
-class _BusyTime:
-    """Time during which at least one request (or block) was in flight: the async analogue of a phase's time."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock, self.active, self.since, self.total = clock, 0, 0.0, 0.0
-
-    def enter(self) -> None:
-        if self.active == 0:
-            self.since = self.clock()
-        self.active += 1
-
-    def leave(self) -> None:
-        self.active -= 1
-        if self.active == 0:
-            self.total += self.clock() - self.since
