@@ -1,5 +1,6 @@
-"""Stand-ins that tests and benchmarks both use: a fake clock, scripted generators (batch and streaming) and a
-scripted OpenAI server.
+"""Stand-ins that tests and benchmarks both use: a fake clock, scripted generators (batch and streaming), a scripted
+OpenAI server, a virtual-time event loop, the real vLLM engine on CPU, and the answer comparisons that the answer
+tests and benchmarks/answers.py both measure with.
 
 They are part of the library (not of `tests/`) so that a benchmark never imports a test module, and so that users
 can drive `solve`, `make_predict` or a teacher client without a model: every stand-in speaks the same interface as
@@ -9,6 +10,7 @@ the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoin
 import asyncio
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from numina_kit.answers import is_equivalent, parse_integer
 from numina_kit.models.base import Completion, SamplingParams
 
 
@@ -341,3 +344,52 @@ class VLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------- answers: the comparisons the real-data figures use
+
+
+def load_rows(path: Path) -> list[dict]:
+    """The rows of a JSONL file (the shared evaluation sets and traces)."""
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def answers_agree(recorded: str, extracted: str | None) -> str | None:
+    """How an extracted answer agrees with a recorded one: "same" text, same "integer" (`4.0` and `4`), or
+    "equivalent" (`is_equivalent(recorded, extracted)`); None when it does not."""
+    if extracted is None:
+        return None
+    if extracted == recorded:
+        return "same"
+    recorded_int = parse_integer(recorded)
+    if recorded_int is not None and recorded_int == parse_integer(extracted):
+        return "integer"
+    if is_equivalent(recorded, extracted, timeout=5.0):
+        return "equivalent"
+    return None
+
+
+def equivalent_forms(answer: str) -> dict[str, str]:
+    """`answer` rewritten in forms that mean the same, by name: `$...$`, `\\boxed{}`, `\\frac` <-> `\\dfrac`,
+    more and fewer spaces, `\\left(`/`\\right)` added or removed, `\\frac{a}{b}` as `(a)/(b)`."""
+    forms = {"dollars": f"${answer}$", "boxed": f"\\boxed{{{answer}}}"}
+    if "\\dfrac" in answer:
+        forms["frac"] = answer.replace("\\dfrac", "\\frac")
+    elif "\\frac" in answer:
+        forms["frac"] = answer.replace("\\frac", "\\dfrac")
+    spaced = re.sub(r"\s*([,+=])\s*", r"\1 ", answer).strip()
+    if spaced != answer:
+        forms["spaced"] = spaced
+    tight = re.sub(r"(?<![a-zA-Z])\s+|\s+(?![a-zA-Z])", "", answer)  # keeps the space in `\cot x`
+    if tight != answer:
+        forms["tight"] = tight
+    if "\\left" in answer:
+        forms["left_right"] = re.sub(r"\\(?:left|right)(?![a-zA-Z])\s*", "", answer)
+    elif sum(map(answer.count, "([")) == sum(map(answer.count, ")]")) > 0:
+        closed = re.sub(r"[)\]]", lambda m: "\\right" + m.group(0), answer)
+        forms["left_right"] = re.sub(r"[(\[]", lambda m: "\\left" + m.group(0), closed)
+    slashed = re.sub(r"(?<![\d\s])\s*\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", answer)
+    if slashed != answer and not re.search(r"\d\s*\\[dt]?frac", answer):  # `1\frac{4}{5}` is a mixed number
+        forms["slash"] = slashed
+    return forms

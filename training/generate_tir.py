@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from numina_kit.answers.extract import extract_answer, parse_integer
+from numina_kit.answers import extract_answer, parse_integer
 from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.data.decontamination import DEFAULT_N, build_index
 from numina_kit.data.problems import Problem, load_problems

@@ -6,8 +6,8 @@ This is NuminaMath-TIR's recipe (numina.md §5), which Numina described but neve
 2. For each problem, one *attempt* is the SC-TIR loop for a single candidate (`sctir.advance`): the teacher writes
    until a code block closes, the code runs in the sandbox, its output is appended, and the teacher continues, for
    at most `max_rounds` generations.
-3. Keep the solution when its `\\boxed{}` answer matches the reference: integers exactly, anything else by
-   `answers.is_equivalent`. A solution must have run code; a truncated one is not kept.
+3. Keep the solution when its `\\boxed{}` answer matches the reference (`numina_kit.answers.judge`, general rule:
+   integers exactly, anything else by equivalence). A solution must have run code; a truncated one is not kept.
 4. A problem whose attempt failed is tried again, up to `passes` attempts in all.
 
 Up to `concurrency` attempts run at once (each in a thread that waits on the teacher). Every finished attempt is
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from numina_kit.answers.extract import is_equivalent, parse_integer
+from numina_kit.answers import GENERAL, judge
 from numina_kit.data.decontamination import NgramIndex, decontaminate
 from numina_kit.data.journal import Journal, read_records, write_json_atomic
 from numina_kit.data.problems import Problem
@@ -39,7 +39,7 @@ from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.prompts import STOP, last_code_block, render_messages, render_prompt
 from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox
-from numina_kit.sctir.loop import GENERAL, Candidate, CandidateStatus, SCTIRConfig, advance
+from numina_kit.sctir.loop import Candidate, CandidateStatus, SCTIRConfig, advance
 
 
 logger = logging.getLogger(__name__)
@@ -95,14 +95,6 @@ class OutputPaths:
         return cls(output, Path(f"{stem}.journal.jsonl"), Path(stats) if stats else Path(f"{stem}.stats.json"))
 
 
-def matches_reference(reference: str, answer: str, *, timeout: float = 2.0) -> bool:
-    """Whether a written answer matches the reference: exactly for an integer reference, else by equivalence."""
-    gold = parse_integer(reference)
-    if gold is not None:
-        return parse_integer(answer) == gold
-    return is_equivalent(reference, answer, timeout=timeout)
-
-
 def call_seed(seed: int | None, problem_id: str, pass_: int, round_: int) -> int | None:
     """A per-call seed: different for every call of a run, the same when the run is repeated."""
     if seed is None:
@@ -138,7 +130,7 @@ def attempt(problem: Problem, pass_: int, teacher: Teacher, sandbox: Sandbox, co
         record["answer"] = candidate.raw_answer
         if truncated:
             record["outcome"] = "truncated"
-        elif matches_reference(problem.answer or "", candidate.raw_answer, timeout=config.answer_timeout_s):
+        elif judge(problem.answer or "", candidate.raw_answer, GENERAL, timeout=config.answer_timeout_s):
             record["outcome"] = KEPT
             record["problem"] = problem.problem
             record["solution"] = candidate.text

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 
-from numina_kit.answers.extract import COMPETITIONS, extract_answer, is_equivalent, to_competition_answer
+from numina_kit.answers import GENERAL, competition_rule, extract_answer, is_equivalent, to_competition_answer
 from numina_kit.models.base import Completion
 from numina_kit.prompts import OUTPUT_START, STOP, last_code_block, render_output
 from numina_kit.sandbox.pool import ExecResult, Sandbox
-from numina_kit.sctir.config import GENERAL, SCTIRConfig
+from numina_kit.sctir.config import SCTIRConfig
 from numina_kit.sctir.voting import is_decided, majority_vote
 
 
@@ -89,7 +89,7 @@ def advance(
         if OUTPUT_START not in text:
             return finish(candidate, CandidateStatus.PRUNED, round_, reason="answer without code output")
         candidate.raw_answer = raw
-        candidate.answer = _competition_answer(raw, config.competition)
+        candidate.answer = to_competition_answer(raw, config.competition)
         candidate.from_code = candidate.last_output is not None and _appears_in(raw, candidate.last_output)
         return finish(
             candidate,
@@ -111,12 +111,6 @@ def _fail(candidate: Candidate, reason: str, round_: int, *, restart: bool) -> N
 
 def finish(candidate: Candidate, status: CandidateStatus, round_: int, *, reason: str = "") -> None:
     candidate.status, candidate.finished_round, candidate.reason = status, round_, reason
-
-
-def _competition_answer(raw: str, competition: str) -> int | str | None:
-    if competition == GENERAL:
-        return raw.strip() or None
-    return to_competition_answer(raw, competition)
 
 
 def _appears_in(raw: str, output: str) -> bool:
@@ -187,7 +181,7 @@ def vote(solution: Solution, competition: str) -> None:
         logger.exception("vote with equivalence failed; voting on exact answers")
         result = majority_vote(answers)
     if result is None or result.winner is None:
-        solution.answer, solution.is_fallback = fallback_answer(competition), True
+        solution.answer, solution.is_fallback = competition_rule(competition).fallback, True
         return
     solution.answer = result.winner
     solution.votes = sorted(dict(result.table).items(), key=lambda item: -item[1])
@@ -205,8 +199,3 @@ def agreement(config: SCTIRConfig, answers: list[int | str | None], remaining: i
     if config.stop_when_decided and config.competition != GENERAL and is_decided(answers, remaining):
         return "vote decided"
     return None
-
-
-def fallback_answer(competition: str) -> int | str:
-    """The answer submitted when no candidate produced a valid one (Numina submitted 0)."""
-    return "" if competition == GENERAL else COMPETITIONS[competition].fallback

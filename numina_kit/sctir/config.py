@@ -3,14 +3,13 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from numina_kit.answers.extract import COMPETITIONS
+from numina_kit.answers import competition_rule
 from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.errors import InputError
 from numina_kit.sandbox.pool import ExecutorConfig
 from numina_kit.sctir.voting import ConsistencyRule
 
 
-GENERAL = "general"  # answers are strings voted on by equivalence (MATH-style), not integers
 # "auto": the async engine when the generator streams (`numina_kit.models.streaming.is_streaming`), else sync
 ENGINES = ("auto", "sync", "async")
 
@@ -26,7 +25,7 @@ class SCTIRConfig:
     max_new_tokens: int = 2048  # per round
     max_context_tokens: int = 4096  # prompt + solution; longer candidates are pruned
     restart_on_fail: bool = True  # restart a candidate that wrote no code (or no answer) instead of pruning it
-    competition: str = "aimo1"  # a name in answers.COMPETITIONS, or "general"
+    competition: str = "aimo1"  # a rule in answers.COMPETITIONS; "general": strings voted on by equivalence
     early_stop: ConsistencyRule | None = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     execute_code: bool = True  # False: append an empty output block instead of running code (ablation)
@@ -36,9 +35,7 @@ class SCTIRConfig:
     stream_answers: bool = False  # async engine: end a request at the first complete \boxed{} it streams
 
     def __post_init__(self) -> None:
-        if self.competition != GENERAL and self.competition not in COMPETITIONS:
-            names = ", ".join([*COMPETITIONS, GENERAL])
-            raise InputError(f"unknown competition {self.competition!r} (choose from {names})")
+        competition_rule(self.competition)  # InputError for an unknown name
         for name in ("num_candidates", "max_rounds", "max_new_tokens", "max_context_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"SCTIRConfig.{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -37,27 +37,17 @@ from numina_kit.sctir.candidates import (
     Solution,
     advance,
     agreement,
-    fallback_answer,
     finish,
     forget,
     running,
     stop,
     vote,
 )
-from numina_kit.sctir.config import GENERAL, SCTIRConfig
+from numina_kit.sctir.config import SCTIRConfig
 from numina_kit.sctir.engine import solve_in_pipelines
 
 
-__all__ = [
-    "GENERAL",
-    "Candidate",
-    "CandidateStatus",
-    "SCTIRConfig",
-    "Solution",
-    "advance",
-    "fallback_answer",
-    "solve",
-]
+__all__ = ["Candidate", "CandidateStatus", "SCTIRConfig", "Solution", "advance", "solve"]
 
 logger = logging.getLogger(__name__)
 
