@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from numina_kit.answers.extract import COMPETITIONS
+from numina_kit.answers import COMPETITIONS
 from numina_kit.errors import InputError
 from numina_kit.prompts import STOP, render_prompt
 from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox
