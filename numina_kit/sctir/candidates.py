@@ -171,6 +171,20 @@ def forget(executor: Sandbox, key: str) -> None:
         logger.debug("could not forget interpreter %s", key, exc_info=True)
 
 
+def conclude(solution: Solution, competition: str) -> None:
+    """The end of `solve`, in either engine: count the tokens generated, vote, and log the outcome."""
+    solution.generated_tokens = sum(c.generated_tokens for c in solution.candidates)
+    vote(solution, competition)
+    logger.info(
+        "answer %r (%s) after %d rounds: %d valid answers, stop: %s",
+        solution.answer,
+        "fallback" if solution.is_fallback else f"{solution.votes[0][1]:g} votes",
+        solution.rounds,
+        len(solution.answers),
+        solution.stop_reason,
+    )
+
+
 def vote(solution: Solution, competition: str) -> None:
     """Fill in `solution.answer` and `votes` from its candidates' answers, or the fallback when there are none."""
     answers = solution.answers

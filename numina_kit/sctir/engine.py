@@ -38,11 +38,11 @@ from numina_kit.sctir.candidates import (
     Solution,
     advance,
     agreement,
+    conclude,
     finish,
     forget,
     running,
     stop,
-    vote,
 )
 from numina_kit.sctir.config import SCTIRConfig
 from numina_kit.sctir.progress import BusyTime, RequestProgress, keep_text
@@ -145,17 +145,8 @@ class _Run:
         solution = self.solution
         solution.stop_reason = self.stop_reason or self.natural_end()
         solution.generation_s, solution.execution_s = self.generating.total, self.executing.total
-        solution.generated_tokens = sum(c.generated_tokens for c in self.candidates)
-        vote(solution, self.config.competition)
+        conclude(solution, self.config.competition)
         solution.total_s = self.clock() - start
-        logger.info(
-            "answer %r (%s) after %d rounds: %d valid answers, stop: %s",
-            solution.answer,
-            "fallback" if solution.is_fallback else f"{solution.votes[0][1]:g} votes",
-            solution.rounds,
-            len(solution.answers),
-            solution.stop_reason,
-        )
         return solution
 
     def natural_end(self) -> str:

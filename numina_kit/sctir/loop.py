@@ -37,11 +37,11 @@ from numina_kit.sctir.candidates import (
     Solution,
     advance,
     agreement,
+    conclude,
     finish,
     forget,
     running,
     stop,
-    vote,
 )
 from numina_kit.sctir.config import SCTIRConfig
 from numina_kit.sctir.engine import solve_in_pipelines
@@ -159,17 +159,8 @@ def solve(
     for c in candidates:
         forget(executor, keys[c.index])
     # 5) the vote
-    solution.generated_tokens = sum(c.generated_tokens for c in candidates)
-    vote(solution, config.competition)
+    conclude(solution, config.competition)
     solution.total_s = clock() - start
-    logger.info(
-        "answer %r (%s) after %d rounds: %d valid answers, stop: %s",
-        solution.answer,
-        "fallback" if solution.is_fallback else f"{solution.votes[0][1]:g} votes",
-        solution.rounds,
-        len(solution.answers),
-        solution.stop_reason,
-    )
     return solution
 
 
