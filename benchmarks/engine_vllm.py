@@ -11,10 +11,12 @@ rounds, 128 new tokens a round, the same seeds for every engine (problem i: seed
 Reported: wall time, generated tokens per second, accuracy, and for the async engine the time from the stop
 (agreement or deadline) to the last aborted request (`Solution.cancel_s`); after every problem the engine must hold
 no unfinished request. Run it in the vLLM environment (the guard below is needed: vLLM spawns its engine core):
-`.venv-vllm/bin/python benchmarks/engine_vllm.py [--model models/tiny-tir]`.
+`.venv-vllm/bin/python benchmarks/engine_vllm.py [--model models/tiny-tir] [--quick]` (from .venv it reruns
+itself there).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -82,7 +84,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "models" / "tiny-tir"), help="the demo model folder")
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems (a quick look)")
+    parser.add_argument("--quick", action="store_true", help="skip the two rows that only explain the others")
     args = parser.parse_args()
+    if importlib.util.find_spec("vllm") is None:  # e.g. `make bench` from .venv: rerun in the vLLM environment
+        vllm_python = REPO / ".venv-vllm" / "bin" / "python"
+        if vllm_python.exists():
+            os.execv(vllm_python, [str(vllm_python), __file__, *sys.argv[1:]])
+        print("engine_vllm: skipped, vLLM is not installed (`make vllm-env` sets up .venv-vllm)")
+        return
+    if not (Path(args.model) / "config.json").exists():
+        raise SystemExit(f"engine_vllm: no model at {args.model} (`make demo` trains the demo model first)")
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave other processes' CPU affinity alone
     problems = [json.loads(line) for line in PROBLEMS.read_text().splitlines()][: args.limit]
     offline = open_vllm_in_process(args.model)
@@ -93,15 +104,18 @@ def main() -> None:
         run("warm-up", offline, problems[:2], sandbox, engine="sync")
         rows = [
             run("sync loop, offline LLM (baseline)", offline, problems, sandbox, engine="sync"),
-            run("sync loop, AsyncLLM requests", streaming, problems, sandbox, engine="sync"),
             run("async engine, AsyncLLM", streaming, problems, sandbox, engine="async"),
-            run("sync loop, offline LLM, early stop 4", offline, problems, sandbox, engine="sync", early_stop=rule),
             run("async engine, early stop 4", streaming, problems, sandbox, engine="async", early_stop=rule),
             run(f"sync loop, offline LLM, {DEADLINE_S:g} s deadline", offline, problems, sandbox, engine="sync",
                 deadline_s=DEADLINE_S),
             run(f"async engine, {DEADLINE_S:g} s deadline", streaming, problems, sandbox, engine="async",
                 deadline_s=DEADLINE_S),
         ]  # fmt: skip
+        if not args.quick:
+            rows[1:1] = [run("sync loop, AsyncLLM requests", streaming, problems, sandbox, engine="sync")]
+            rows[4:4] = [
+                run("sync loop, offline LLM, early stop 4", offline, problems, sandbox, engine="sync", early_stop=rule)
+            ]
     streaming.close()
     base = rows[0]
 
