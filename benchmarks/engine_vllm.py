@@ -6,7 +6,8 @@ rounds, 128 new tokens a round, the same seeds for every engine (problem i: seed
 - sync loop on `AsyncVLLMGenerator` (the same rounds, each prompt its own `AsyncLLM` request): isolates the cost
   of per-request serving from the schedule;
 - async engine on `AsyncVLLMGenerator`;
-- both engines with early stopping at 4 agreeing answers (the savings in generated tokens);
+- both engines with early stopping at 4 agreeing answers, and the async engine stopping once the vote is decided
+  (no running candidate could change the winner, so the answers cannot change): the savings in generated tokens;
 - both engines with a deadline too short for the problem (1 s): how far past it each ends.
 Reported: wall time, generated tokens per second, accuracy, and for the async engine the time from the stop
 (agreement or deadline) to the last aborted request (`Solution.cancel_s`); after every problem the engine must hold
@@ -56,7 +57,7 @@ def run(name: str, generator, problems: list[dict], sandbox: Sandbox, *, engine:
         correct += solution.answer == int(problem["answer"])
         tokens += solution.generated_tokens
         reasons[solution.stop_reason] = reasons.get(solution.stop_reason, 0) + 1
-        if solution.stop_reason in ("early stop", "deadline") and engine == "async":
+        if solution.stop_reason in ("early stop", "vote decided", "deadline") and engine == "async":
             cancel.append(solution.cancel_s)
         if deadline is not None:
             overrun.append(ended - deadline)
@@ -106,6 +107,8 @@ def main() -> None:
             run("sync loop, offline LLM (baseline)", offline, problems, sandbox, engine="sync"),
             run("async engine, AsyncLLM", streaming, problems, sandbox, engine="async"),
             run("async engine, early stop 4", streaming, problems, sandbox, engine="async", early_stop=rule),
+            run("async engine, stop when decided", streaming, problems, sandbox, engine="async",
+                stop_when_decided=True),
             run(f"sync loop, offline LLM, {DEADLINE_S:g} s deadline", offline, problems, sandbox, engine="sync",
                 deadline_s=DEADLINE_S),
             run(f"async engine, {DEADLINE_S:g} s deadline", streaming, problems, sandbox, engine="async",
@@ -113,7 +116,7 @@ def main() -> None:
         ]  # fmt: skip
         if not args.quick:
             rows[1:1] = [run("sync loop, AsyncLLM requests", streaming, problems, sandbox, engine="sync")]
-            rows[4:4] = [
+            rows[5:5] = [
                 run("sync loop, offline LLM, early stop 4", offline, problems, sandbox, engine="sync", early_stop=rule)
             ]
     streaming.close()
