@@ -9,7 +9,7 @@ https://huggingface.co/blog/winning-aimo-progress-prize). A suite file names suc
     baseline: null                 # a model name: compare every other model with it (default: every pair)
     sets:
       - {name: aime, hub: AI-MO/aimo-validation-aime, split: train, rule: aimo1}
-      - {name: math, file: data/math500.jsonl, rule: general, subset: 100, subset_seed: 0}
+      - {name: math, file: data/math500.jsonl, rule: general, where: {level: [4, 5]}, subset: 100, subset_seed: 0}
     models:
       - models/numina-math-7b-tir                       # a model folder, in one line
       - {name: rl, hub: deepseek-ai/deepseek-math-7b-rl}
@@ -52,7 +52,8 @@ class SuiteSet:
     split: str = "test"  # Hub datasets only
     revision: str | None = None  # Hub datasets only: a commit or tag, for a suite that never changes under you
     id_field: str = "id"  # the column that names each problem (MATH-500: unique_id; AMC: url)
-    subset: int | None = None  # score only this many problems, drawn with `subset_seed`
+    where: dict | None = None  # keep only rows whose field is one of the listed values, e.g. {level: [4, 5]}
+    subset: int | None = None  # score only this many problems (after `where`), drawn with `subset_seed`
     subset_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +61,10 @@ class SuiteSet:
         competition_rule(self.rule)
         if (self.file is None) == (self.hub is None):
             raise InputError(f"set {self.name}: give exactly one of file (a local file) or hub (a dataset id)")
+        if self.where is not None and not (
+            isinstance(self.where, dict) and self.where and all(isinstance(v, list) and v for v in self.where.values())
+        ):
+            raise InputError(f"set {self.name}: where maps a field to a list of the values kept, got {self.where!r}")
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
             raise InputError(f"set {self.name}: subset must be a positive integer, got {self.subset!r}")
 
@@ -180,6 +185,11 @@ def load_set(suite_set: SuiteSet) -> list[Problem]:
         rows = read_rows(path)
     else:
         rows = _hub_rows(suite_set)
+    for key, values in (suite_set.where or {}).items():
+        kept = {str(value) for value in values}
+        rows = [row for row in rows if str(row.get(key)) in kept]
+    if not rows:
+        raise InputError(f"set {suite_set.name}: no problems in {suite_set.source} match where {suite_set.where}")
     if suite_set.id_field != "id":
         missing = next((n for n, row in enumerate(rows, 1) if row.get(suite_set.id_field) in (None, "")), None)
         if missing is not None:

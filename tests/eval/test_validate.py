@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,24 @@ def test_load_set_id_column_and_reproducible_subset(sets):
     chosen = load_set(subset)
     assert len(chosen) == 3 and chosen == load_set(subset) and [p.id for p in chosen] == sorted(p.id for p in chosen)
     assert chosen != load_set(SuiteSet(name="i", file=str(sets["ints"]), rule="aimo1", subset=3, subset_seed=6))
+    kept = load_set(
+        SuiteSet(name="f", file=str(sets["fractions"]), rule="general", id_field="key", where={"key": ["f1", "f3"]})
+    )
+    assert [p.id for p in kept] == ["f1", "f3"]
+    with pytest.raises(InputError, match="no problems in .* match where"):
+        load_set(SuiteSet(name="f", file=str(sets["fractions"]), rule="general", where={"key": ["zz"]}))
+
+
+def test_the_shipped_local_suites_load(shared_data):
+    """The demo suite (a clean clone's) splits the 50 demo problems into two sets; the local suite reads shared/data."""
+    demo = read_suite(REPO / "configs" / "suites" / "demo.yaml", extra_models=["models/m"])
+    with chdir(REPO):
+        sizes = {s.name: len(load_set(s)) for s in demo.sets}
+    assert sizes == {"remainders": 30, "counting": 20}
+    local = read_suite(REPO / "configs" / "suites" / "local.yaml", extra_models=["models/m"])
+    with chdir(REPO):  # the suite names ../shared/data, beside the repository
+        sizes = {s.name: len(load_set(s)) for s in local.sets}
+    assert sizes == {"aime2022": 30, "aime2023": 30, "amc2022": 43, "math500": 100}
 
 
 BASE = {"sets": [{"name": "s", "file": "x.jsonl", "rule": "aimo1"}], "models": ["models/a"]}
@@ -213,6 +232,7 @@ BASE = {"sets": [{"name": "s", "file": "x.jsonl", "rule": "aimo1"}], "models": [
         ),
         ({"models": [{"name": "m", "path": "models/m", "concurrency": 4}]}, "concurrency > 1 needs an endpoint"),
         ({"models": [{"name": "m"}]}, "exactly one of path, hub or endpoint"),
+        ({"sets": [{"name": "s", "file": "x", "rule": "aimo1", "where": {"level": 5}}]}, "where maps a field"),
         ({"seeds": [1, 1]}, "distinct integers"),
         ({"baseline": "zz"}, "baseline 'zz' is not one of the models"),
         ({"sctir": {"num_candidate": 3}}, "unknown SCTIRConfig key(s) num_candidate"),
