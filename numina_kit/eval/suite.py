@@ -70,7 +70,8 @@ class SuiteSet:
 
     @property
     def source(self) -> str:
-        return self.file or f"{self.hub} ({self.split})"
+        where = "".join(f", {key} in {values}" for key, values in (self.where or {}).items())
+        return (self.file or f"{self.hub} ({self.split})") + where
 
     def identity(self) -> dict:
         """What decides which problems and references the set holds (so results are comparable across runs)."""
@@ -189,7 +190,7 @@ def load_set(suite_set: SuiteSet) -> list[Problem]:
         kept = {str(value) for value in values}
         rows = [row for row in rows if str(row.get(key)) in kept]
     if not rows:
-        raise InputError(f"set {suite_set.name}: no problems in {suite_set.source} match where {suite_set.where}")
+        raise InputError(f"set {suite_set.name}: no problems in {suite_set.source}")
     if suite_set.id_field != "id":
         missing = next((n for n, row in enumerate(rows, 1) if row.get(suite_set.id_field) in (None, "")), None)
         if missing is not None:

@@ -197,7 +197,7 @@ def test_load_set_id_column_and_reproducible_subset(sets):
         SuiteSet(name="f", file=str(sets["fractions"]), rule="general", id_field="key", where={"key": ["f1", "f3"]})
     )
     assert [p.id for p in kept] == ["f1", "f3"]
-    with pytest.raises(InputError, match="no problems in .* match where"):
+    with pytest.raises(InputError, match="no problems in .* key in"):
         load_set(SuiteSet(name="f", file=str(sets["fractions"]), rule="general", where={"key": ["zz"]}))
 
 

@@ -4,13 +4,16 @@ are SFT plus a fraction of the spherical average of the two runs' updates) and l
 `tokenizer_from`; a recipe naming a missing model, mismatched architectures or an unknown stage is one line and
 writes nothing.
 
-The slow test is the issue's end to end: SFT and KTO models trained with the project's scripts, merged by every
-method, and with the parents scored on a local suite by `python -m numina_kit validate`, killed mid-run and resumed;
-every merge quantizes with training/quantize.py, and one runs in the submission notebook.
+The slow tests are the issue's end to end: an SFT model and two KTO runs trained with the project's scripts, merged by
+every method; the parents and a merge scored on the demo suite by `python -m numina_kit validate`, killed mid-run and
+resumed;
+every merge quantizes to int8 with training/quantize.py and its int8 copy runs in the submission notebook.
 """
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,112 @@ def test_an_output_folder_with_files_is_refused(parents, tmp_path):
     with pytest.raises(InputError, match="already exists and is not empty"):
         merge.merge(loaded)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+# --- the issue's end to end (slow): trained parents, every merge, the suite killed and resumed, int8, notebook ---
+
+
+def _run(*command: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny SFT model (training/sft.py) and two KTO runs from it with different seeds (training/kto.py)."""
+    root = tmp_path_factory.mktemp("trained")
+    sft_args = [
+        "--config", str(TRAINING / "recipes" / "tiny" / "sft.yaml"), "--output_dir", str(root / "sft"),
+        "--synthetic_size", "128", "--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
+        "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--max_steps", "120", "--warmup_steps", "0",
+    ]  # fmt: skip
+    _run(sys.executable, str(TRAINING / "sft.py"), *sft_args)
+    kto = ["--config", str(TRAINING / "recipes" / "tiny" / "kto.yaml"), "--model_name_or_path", str(root / "sft")]
+    samples = root / "kto" / "samples.jsonl"
+    _run(
+        sys.executable, str(TRAINING / "kto_sample.py"), *kto, "--output_dir", str(root / "kto"), "--num_problems", "4"
+    )
+    lines = [json.loads(line) for line in samples.read_text().splitlines()]
+    for number, line in enumerate(lines):  # the barely trained model is rarely right: make both labels appear
+        for sample in line["samples"]:
+            sample["label"] = number % 2 == 0
+    samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for name, seed in (("kto", "1"), ("kto_b", "2")):
+        _run(
+            sys.executable, str(TRAINING / "kto.py"), *kto, "--output_dir", str(root / name),
+            "--samples_path", str(samples), "--seed", seed, "--learning_rate", "1e-3", "--num_train_epochs", "2",
+            "--per_device_train_batch_size", "4", "--balance_weights", "false",
+        )  # fmt: skip
+    return {"sft": root / "sft", "kto": root / "kto", "kto_b": root / "kto_b"}
+
+
+@pytest.fixture(scope="module")
+def merged(trained, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("merged")
+    folders = {}
+    for name in ("linear", "slerp", "ties", "dare_ties", "warp"):
+        names = ("sft", "kto", "kto_b") if name == "warp" else ("sft", "kto")
+        _run(sys.executable, str(TRAINING / "merge.py"), *merge_argv(name, root / name, trained, *names))
+        folders[name] = root / name
+    return folders
+
+
+@pytest.mark.slow
+def test_suite_over_parents_and_a_merge_is_killed_resumed_and_compared(trained, merged, tmp_path):
+    suite = yaml.safe_load((REPO / "configs" / "suites" / "demo.yaml").read_text())
+    for entry in suite["sets"]:
+        entry["subset"] = 4
+    suite["sctir"] = {"num_candidates": 2, "max_rounds": 2, "max_new_tokens": 48, "temperature": 0.8, "seed": 42}
+    suite["models"] = [str(trained["sft"]), str(trained["kto"]), str(merged["ties"])]
+    suite["baseline"] = "sft"
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "numina_kit", "validate", "--suite", str(path), "--out", str(out)]
+    first_log = out / "runs" / "sft" / "remainders" / "solutions.jsonl"
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not (first_log.exists() and first_log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+            assert process.poll() is None, "validate ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        process.kill()  # SIGKILL: no cleanup runs
+        process.wait()
+    kept = first_log.read_text().splitlines()[:1]
+    assert kept and not (out / "runs" / "ties").exists()
+    _run(*command)
+    rows = [json.loads(line) for line in first_log.read_text().splitlines()]
+    assert rows[0] == json.loads(kept[0]) and len(rows) == 4  # the finished problem was kept, not redone
+    assert len({row["id"] for row in rows}) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(s["model"], s["set"], s["n"]) for s in summary["scores"]} == {
+        (model, s, 4) for model in ("sft", "kto", "ties") for s in ("remainders", "counting")
+    }
+    assert {(c["a"], c["b"]) for c in summary["comparisons"]} == {("kto", "sft"), ("ties", "sft")}
+    assert all(c["n"] == (8 if c["set"] == "all sets" else 4) for c in summary["comparisons"])
+    report = (out / "report.md").read_text()
+    assert "| ties | sft | all sets | 8 |" in report  # the number of problems the comparison rests on
+    assert (out / "suite.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["linear", "slerp", "ties", "dare_ties", "warp"])
+def test_every_merge_quantizes_to_int8_and_runs_in_the_notebook(merged, method, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("papermill")
+    int8 = tmp_path / "int8"
+    _run(sys.executable, str(TRAINING / "quantize.py"), "--model", str(merged[method]), "--out", str(int8),
+         "--method", "bnb", "--device", "cpu")  # fmt: skip
+    assert json.loads((int8 / "config.json").read_text())["quantization_config"]["load_in_8bit"] is True
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(json.dumps({"id": "p0", "problem": "What is 3 + 4?", "answer": "7"}) + "\n")
+    out = tmp_path / "notebook"
+    _run(
+        sys.executable, "-m", "numina_kit", "notebook", "--model", str(int8), "--problems", str(problems),
+        "--out", str(out), "--num-candidates", "2", "--max-rounds", "2", "--max-new-tokens", "16",
+        "--gateway", "stand-in", "--budget-s", "120", "--timeout", "300",
+    )  # fmt: skip
+    assert json.loads((out / "score.json").read_text())["total"] == 1
+    assert (out / "submission.ipynb").exists()
