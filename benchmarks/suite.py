@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", default=str(REPO / "models"))
     parser.add_argument("--out", default=str(REPO / "outputs" / "bench-suite"))
+    parser.add_argument("--report-only", action="store_true", help="write what the logs hold so far; run nothing")
     args = parser.parse_args()
     models_dir, out = Path(args.models_dir), Path(args.out)
     for path in PARENTS.values():
@@ -75,9 +76,11 @@ def main() -> None:
     suite_file = out / "suite.yaml"
     suite_file.write_text(yaml.safe_dump(suite, sort_keys=False))
     start = time.perf_counter()
-    if numina_main(["validate", "--suite", str(suite_file), "--out", str(out)]) != 0:
+    extra = ["--report-only"] if args.report_only else []
+    if numina_main(["validate", "--suite", str(suite_file), "--out", str(out), *extra]) != 0:
         raise SystemExit("validate failed")
     minutes = (time.perf_counter() - start) / 60
+    timing = "written from the logs (--report-only)" if args.report_only else f"{minutes:.1f} min for this run"
     report = (out / "report.md").read_text().split("\n", 1)[1]  # drop the report's own title
     report = report.replace("\n## ", "\n#### ")
     sctir = suite["sctir"]
@@ -87,8 +90,8 @@ def main() -> None:
         "training/recipes/merge/tiny/ (linear, SLERP, TIES and DARE-TIES of SFT with KTO; WARP-style: SLERP of the two "
         "KTO updates, then 60% of the way from SFT) on `configs/suites/demo.yaml` (the 50 held-out demo problems as "
         f"two sets), {sctir['num_candidates']} candidates x {sctir['max_rounds']} rounds of "
-        f"{sctir['max_new_tokens']} tokens, seed {suite['seeds']}, by `python -m numina_kit validate` "
-        f"({minutes:.1f} min for this run's uncached part; rerunning resumes from the logs).\n\n"
+        f"{sctir['max_new_tokens']} tokens, seeds {suite['seeds']}, by `python -m numina_kit validate` "
+        f"({timing}; a rerun resumes from the logs).\n\n"
         "**What this can show at this scale:** that every merge method yields a model that loads and solves problems "
         "through the same SC-TIR loop as its parents, that the suite, its intervals and the paired comparisons work "
         "end to end, and any gross breakage (a merge that destroys the model shows as a collapse in pass@1). "
