@@ -86,7 +86,7 @@ def main() -> None:
     minutes = (time.perf_counter() - start) / 60
     timing = "written from the logs (--report-only)" if args.report_only else f"{minutes:.1f} min for this run"
     report = (out / "report.md").read_text().split("\n", 1)[1]  # drop the report's own title
-    report = report.replace("\n## ", "\n#### ")
+    report = report.replace("\n## ", "\n#### ").replace(f"{REPO}/", "")  # paths relative to the repository
     sctir = suite["sctir"]
     sizes = f"{args.subset} problems drawn from each" if args.subset else "all problems of both sets"
     body = (
@@ -102,8 +102,10 @@ def main() -> None:
         "end to end, and any gross breakage (a merge that destroys the model shows as a collapse in pass@1). "
         "**What it cannot show:** whether merging helps or hurts a real model. The demo model solves its "
         "synthetic arithmetic almost perfectly by copying numbers into code, so maj@k saturates; the KTO runs are "
-        "one short epoch on 64 problems; 20-30 problems per set give intervals tens of points wide, so differences "
-        "of a few points are noise, and a p-value from a handful of discordant problems means little. Numina's "
+        "one short epoch on 64 problems; 10-30 problems per set give intervals tens of points wide, so differences "
+        "of a few points are noise, and a p-value from a handful of discordant problems means little. Where every "
+        "model scores 100% (as here), the intervals collapse to a point and the comparisons rest on zero discordant "
+        "problems: a saturated set cannot rank models, which is why Numina validated on AIME and AMC. Numina's "
         "finding (merges regressed on AIME/AMC/MATH) needs the 7B checkpoints on `configs/suites/numina.yaml`.\n\n"
         + report.strip()
     )
