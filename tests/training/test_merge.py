@@ -180,29 +180,67 @@ def _run(*command: str, timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A tiny SFT model (training/sft.py) and two KTO runs from it with different seeds (training/kto.py)."""
+    import kto
+    import kto_sample
+    import sft
+
     root = tmp_path_factory.mktemp("trained")
-    sft_args = [
-        "--config", str(TRAINING / "recipes" / "tiny" / "sft.yaml"), "--output_dir", str(root / "sft"),
-        "--synthetic_size", "128", "--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--max_steps", "120", "--warmup_steps", "0",
-    ]  # fmt: skip
-    _run(sys.executable, str(TRAINING / "sft.py"), *sft_args)
-    kto = ["--config", str(TRAINING / "recipes" / "tiny" / "kto.yaml"), "--model_name_or_path", str(root / "sft")]
-    samples = root / "kto" / "samples.jsonl"
-    _run(
-        sys.executable, str(TRAINING / "kto_sample.py"), *kto, "--output_dir", str(root / "kto"), "--num_problems", "4"
+    sft.main(
+        *sft.make_parser().parse_args_and_config(
+            [
+                "--config",
+                str(TRAINING / "recipes" / "tiny" / "sft.yaml"),
+                "--output_dir",
+                str(root / "sft"),
+                "--synthetic_size",
+                "128",
+                "--hidden_size",
+                "64",
+                "--num_hidden_layers",
+                "2",
+                "--num_attention_heads",
+                "4",
+                "--per_device_train_batch_size",
+                "16",
+                "--learning_rate",
+                "3e-3",
+                "--max_steps",
+                "120",
+                "--warmup_steps",
+                "0",
+            ]
+        )  # fmt: skip
     )
+    common = ["--config", str(TRAINING / "recipes" / "tiny" / "kto.yaml"), "--model_name_or_path", str(root / "sft")]
+    sampled = ["--output_dir", str(root / "kto"), "--num_problems", "4"]
+    samples = kto_sample.main(*kto_sample.make_parser().parse_args_and_config([*common, *sampled]))
     lines = [json.loads(line) for line in samples.read_text().splitlines()]
     for number, line in enumerate(lines):  # the barely trained model is rarely right: make both labels appear
         for sample in line["samples"]:
             sample["label"] = number % 2 == 0
     samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
     for name, seed in (("kto", "1"), ("kto_b", "2")):
-        _run(
-            sys.executable, str(TRAINING / "kto.py"), *kto, "--output_dir", str(root / name),
-            "--samples_path", str(samples), "--seed", seed, "--learning_rate", "1e-3", "--num_train_epochs", "2",
-            "--per_device_train_batch_size", "4", "--balance_weights", "false",
-        )  # fmt: skip
+        kto.main(
+            *kto.make_parser().parse_args_and_config(
+                [
+                    *common,
+                    "--output_dir",
+                    str(root / name),
+                    "--samples_path",
+                    str(samples),
+                    "--seed",
+                    seed,
+                    "--learning_rate",
+                    "1e-3",
+                    "--num_train_epochs",
+                    "2",
+                    "--per_device_train_batch_size",
+                    "4",
+                    "--balance_weights",
+                    "false",
+                ]
+            )  # fmt: skip
+        )
     return {"sft": root / "sft", "kto": root / "kto", "kto_b": root / "kto_b"}
 
 
@@ -212,7 +250,7 @@ def merged(trained, tmp_path_factory) -> dict[str, Path]:
     folders = {}
     for name in ("linear", "slerp", "ties", "dare_ties", "warp"):
         names = ("sft", "kto", "kto_b") if name == "warp" else ("sft", "kto")
-        _run(sys.executable, str(TRAINING / "merge.py"), *merge_argv(name, root / name, trained, *names))
+        assert merge.main(merge_argv(name, root / name, trained, *names)) == 0
         folders[name] = root / name
     return folders
 
@@ -240,7 +278,7 @@ def test_suite_over_parents_and_a_merge_is_killed_resumed_and_compared(trained, 
         process.kill()  # SIGKILL: no cleanup runs
         process.wait()
     kept = first_log.read_text().splitlines()[:1]
-    assert kept and not (out / "runs" / "ties").exists()
+    assert kept and not (out / "runs" / "ties" / "remainders" / "solutions.jsonl").exists()  # ties had not started
     _run(*command)
     rows = [json.loads(line) for line in first_log.read_text().splitlines()]
     assert rows[0] == json.loads(kept[0]) and len(rows) == 4  # the finished problem was kept, not redone
@@ -261,17 +299,20 @@ def test_suite_over_parents_and_a_merge_is_killed_resumed_and_compared(trained, 
 def test_every_merge_quantizes_to_int8_and_runs_in_the_notebook(merged, method, tmp_path):
     pytest.importorskip("bitsandbytes")
     pytest.importorskip("papermill")
+    import quantize
+
+    from numina_kit.__main__ import main as numina_main
+
     int8 = tmp_path / "int8"
-    _run(sys.executable, str(TRAINING / "quantize.py"), "--model", str(merged[method]), "--out", str(int8),
-         "--method", "bnb", "--device", "cpu")  # fmt: skip
+    assert (
+        quantize.main(["--model", str(merged[method]), "--out", str(int8), "--method", "bnb", "--device", "cpu"]) == 0
+    )
     assert json.loads((int8 / "config.json").read_text())["quantization_config"]["load_in_8bit"] is True
     problems = tmp_path / "problems.jsonl"
     problems.write_text(json.dumps({"id": "p0", "problem": "What is 3 + 4?", "answer": "7"}) + "\n")
     out = tmp_path / "notebook"
-    _run(
-        sys.executable, "-m", "numina_kit", "notebook", "--model", str(int8), "--problems", str(problems),
-        "--out", str(out), "--num-candidates", "2", "--max-rounds", "2", "--max-new-tokens", "16",
-        "--gateway", "stand-in", "--budget-s", "120", "--timeout", "300",
-    )  # fmt: skip
+    argv = ["notebook", "--model", str(int8), "--problems", str(problems), "--out", str(out), "--num-candidates", "2"]
+    argv += ["--max-rounds", "2", "--max-new-tokens", "16", "--gateway", "stand-in", "--budget-s", "120"]
+    assert numina_main([*argv, "--timeout", "300"]) == 0
     assert json.loads((out / "score.json").read_text())["total"] == 1
     assert (out / "submission.ipynb").exists()
