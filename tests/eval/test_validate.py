@@ -201,12 +201,14 @@ def test_load_set_id_column_and_reproducible_subset(sets):
         load_set(SuiteSet(name="f", file=str(sets["fractions"]), rule="general", where={"key": ["zz"]}))
 
 
-def test_the_shipped_local_suites_load(shared_data):
-    """The demo suite (a clean clone's) splits the 50 demo problems into two sets; the local suite reads shared/data."""
+def test_the_demo_suite_splits_the_demo_problems_into_two_sets():
     demo = read_suite(REPO / "configs" / "suites" / "demo.yaml", extra_models=["models/m"])
     with chdir(REPO):
         sizes = {s.name: len(load_set(s)) for s in demo.sets}
     assert sizes == {"remainders": 30, "counting": 20}
+
+
+def test_the_local_suite_reads_numinas_sets_from_shared_data(shared_data):
     local = read_suite(REPO / "configs" / "suites" / "local.yaml", extra_models=["models/m"])
     with chdir(REPO):  # the suite names ../shared/data, beside the repository
         sizes = {s.name: len(load_set(s)) for s in local.sets}
