@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from contextlib import chdir
 from pathlib import Path
 
@@ -38,15 +39,32 @@ def answer_of(model: str, problem: str, seed: int) -> str:
 
 
 class Models:
-    """One endpoint serving the three scripted models, told apart by the request's `model` field."""
+    """One endpoint serving the three scripted models, told apart by the request's `model` field.
+
+    The first requests are held until more than one problem's candidates are in flight (or 10 s pass, once), so a
+    suite run with `concurrency` 2 overlaps two problems on any machine, however loaded, and one that does not shows.
+    """
 
     def __init__(self) -> None:
         self.models = {
             name: AnsweringModel(lambda p, s, name=name: answer_of(name, p, s)) for name in REFERENCE_MODELS
         }
+        self._condition = threading.Condition()
+        self._in_flight, self._held = 0, True
 
     def __call__(self, path: str, body: dict, headers: dict):
-        return self.models[body["model"]](path, body, headers)
+        with self._condition:
+            self._in_flight += 1
+            if self._in_flight > 3:  # 3 candidates a problem: a second problem is in flight
+                self._held = False
+                self._condition.notify_all()
+            if self._held and not self._condition.wait_for(lambda: not self._held, timeout=10):
+                self._held = False  # no overlap came: let everything through and let the test say so
+        try:
+            return self.models[body["model"]](path, body, headers)
+        finally:
+            with self._condition:
+                self._in_flight -= 1
 
 
 REFERENCE_MODELS = ("right", "wrong", "half")
