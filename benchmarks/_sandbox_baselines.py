@@ -52,6 +52,11 @@ class JupyterPool:
                 manager.interrupt_kernel()
                 interrupted, deadline = True, time.monotonic() + 30
                 continue
+            if left <= 0:  # the kernel died or ignores interrupts: restart it, warm again
+                manager.restart_kernel(now=True)
+                client.wait_for_ready(timeout=120)
+                client.execute_interactive(PREAMBLE, timeout=120)
+                return "restarted"
             try:
                 message = client.get_iopub_msg(timeout=max(left, 0.01))
             except queue.Empty:

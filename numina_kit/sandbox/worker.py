@@ -120,7 +120,7 @@ class Worker:
         if child.status is None:
             child.status = self._wait(child.pid)
         if child.uid is not None and not self.setup.pid_namespace:
-            kill_processes_of({child.uid})  # a setsid escapee of a uid-less subreaper's grandchild, say
+            kill_processes_of({child.uid})  # without a PID namespace to die with, every process of its uid
         self.forget_files(child)
         self.kill_leftovers()
         self.clean_runs_root()
