@@ -14,7 +14,7 @@ Usage:
         training/kto.py --config training/recipes/deepseek-math-7b/kto.yaml
 
 The phases: 1) sample `num_samples` candidates per problem with `numina_kit.sctir.loop.solve` (the same generation and
-sandboxed code execution as inference), 2) label each by `numina_kit.answers.extract.is_equivalent` against the reference,
+sandboxed code execution as inference), 2) label each by `numina_kit.answers.judge` against the reference,
 3) weigh desirable and undesirable examples so they count equally, 4) train and save.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from components import DataArguments, load_rows, run_script, train_and_save, usage
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
 
-from numina_kit.data.problems import write_jsonl
+from numina_kit.data.jsonl import read_jsonl, write_jsonl
 from numina_kit.errors import InputError
 from numina_kit.prompts import render_prompt
 
@@ -75,10 +75,10 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
     A candidate is desirable when it finished with an answer equivalent to the reference; candidates that wrote
     no answer, a wrong one, or ran out of rounds are undesirable. Empty candidates are dropped.
     """
-    from numina_kit.answers.extract import is_equivalent
+    from numina_kit.answers import GENERAL, judge
     from numina_kit.models.load import load_generator
     from numina_kit.sandbox.pool import Sandbox
-    from numina_kit.sctir.loop import SCTIRConfig, solve
+    from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve
 
     config = SCTIRConfig(
         num_candidates=sampling.num_samples,
@@ -96,8 +96,8 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
             for candidate in solution.candidates:
                 if not candidate.text.strip():
                     continue
-                correct = candidate.voted and candidate.raw_answer is not None
-                correct = correct and is_equivalent(str(problem["answer"]), candidate.raw_answer)
+                answered = candidate.status is CandidateStatus.ANSWERED  # judged on what it wrote, any rule
+                correct = answered and judge(str(problem["answer"]), candidate.raw_answer, GENERAL)
                 rows.append(
                     {
                         "id": problem.get("id"),
@@ -113,12 +113,10 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
 
 def read_samples(path: str | Path) -> list[dict]:
     """Labelled samples written by an earlier run (`samples.jsonl`); `InputError` when a row lacks a field."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"samples file not found: {path}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     for number, row in enumerate(rows, start=1):
         if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
             raise InputError(f"{path}: row {number} needs 'prompt' and 'completion' text")

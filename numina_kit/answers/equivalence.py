@@ -5,9 +5,9 @@ two plain numbers compared as exact fractions) and sends the rest to one persist
 and reused, that runs math-verify with its own signal-based timeouts switched off. The caller waits on a pipe with
 a deadline; when it passes, the worker is killed (SIGKILL) and a fresh one is forked on the next call. This works
 from any thread (the Kaggle API calls `predict` from a worker thread, where `signal.alarm` raises) and survives a
-sympy call that never returns, such as comparing `5^{5^{5^5}}` with 3 (math-verify #65; peers.md §7).
+sympy call that never returns, such as comparing `5^{5^{5^5}}` with 3 (github.com/huggingface/Math-Verify issue 65).
 
-Known false verdicts of math-verify that are fixed here (ecosystem.md §6):
+Known false verdicts of math-verify (github.com/huggingface/Math-Verify issues 14 and 60) that are fixed here:
 - Tiny exact numbers compared after rounding: `1/2004!` equals `1/2006!` in math-verify. Inside the worker,
   math-verify's numeric comparison is wrapped so that two exact constants (no symbols, no floats) are compared
   exactly (rationals) or to 30 significant digits relative to their size (irrationals), never after rounding.
@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from numina_kit.answers.extract import exact_value, strip_math
+from numina_kit.answers.extract import strip_math
+from numina_kit.answers.numbers import exact_value
 from numina_kit.sandbox.protocol import Pipe, pipe_pair
 
 
