@@ -239,19 +239,23 @@ def isolation_section(args: argparse.Namespace) -> list[str]:
     blocks = [code for _, _, code, _ in load_trace_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
     workers = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
-    rounds = measure_hosts(blocks[: ROUND * args.host_rounds], args.host_rounds, workers)
+    rounds = measure_hosts(blocks[: ROUND * args.host_rounds], args.host_rounds, workers, args.base_tree,
+                          args.host_passes)  # fmt: skip
     mechanisms = measure_mechanisms(args.bwrap, args.nsjail)
     body = [
         f"The first {ROUND * args.host_rounds} code blocks of `tir_traces_sample.jsonl` in {args.host_rounds} rounds "
-        f"of {ROUND}, each round run by every executor in turn (who goes first rotates), all started beforehand and "
-        f"timed in the same run; {workers} at a time everywhere (this sandbox's {workers} workers, {workers} warm "
+        f"of {ROUND}, each round run by every executor in turn (who goes first rotates), {args.host_passes} times "
+        "over (the table gives medians), all started beforehand and timed in the same run; "
+        f"{workers} at a time everywhere (this sandbox's {workers} workers, {workers} warm "
         f"Jupyter kernels, {workers} `python3` processes at once); timeout {JUPYTER_TIMEOUT:g} s. Each host is "
         "reproduced on this root machine (`numina_kit.sandbox.hosts`): container root is root with Docker's default "
         "capability set, `-seccomp` adds Docker's rule that no namespace may be created, user is a uid with no "
         "privilege running a Python it can read. The Jupyter pool is the AIMO-3 public notebooks' sandbox "
         "(persistent `jupyter_client` kernels pre-warmed with math, numpy and sympy, interrupted at 6 s) and "
         "isolates nothing. Overhead per block = (round wall time x "
-        f"{workers} - the blocks' own compute) / {ROUND}: what an executor adds to each block, idle slots included.",
+        f"{workers} - the blocks' own compute) / {ROUND}: what an executor adds to each block, idle slots included. "
+        "CPU per block: the CPU time all of an executor's processes used in a round (the blocks' own compute "
+        "included), over 48; it does not depend on what else runs on the machine, the wall times do.",
         "",
         *rounds,
         "",
@@ -282,6 +286,7 @@ def main() -> int:
     parser.add_argument("--base-tree", type=Path, help="another checkout whose run_code latency to compare with")
     parser.add_argument("--base-rounds", type=int, default=8, help="alternating rounds of the --base-tree comparison")
     parser.add_argument("--host-rounds", type=int, default=3, help="rounds of 48 real blocks per host")
+    parser.add_argument("--host-passes", type=int, default=3, help="times each executor runs every round")
     parser.add_argument("--bwrap", default=shutil.which("bwrap"), help="a bubblewrap binary to compare with")
     parser.add_argument("--nsjail", default=shutil.which("nsjail"), help="an nsjail binary to compare with")
     args = parser.parse_args()

@@ -13,7 +13,8 @@ lives there is mounted back, read-only); there is no network; the worker is PID 
 block's signals, ptrace and /proc reach only the sandbox's processes and everything dies with the worker. Where
 the kernel lets the worker map a range of uids (root, container root) each block also runs as `uid_base + pid`.
 Every child is set up by `isolate_child` before it sees any code. A block never runs where its uid cannot read the
-Python installation: the worker checks, and runs blocks under its own uid if it must.
+Python installation: the worker checks, and where only root can read it and nothing can mount it back, blocks keep
+CAP_DAC_OVERRIDE (or, without it, the worker's uid).
 """
 
 import contextlib
@@ -76,6 +77,9 @@ class WorkerSetup:
     runs_root: str
     nproc_limit: int  # RLIMIT_NPROC of a block that keeps the worker's uid (it counts all of the uid's processes)
     keep_capabilities: frozenset = frozenset()  # what blocks keep after their uid drop (CAP_DAC_OVERRIDE, rarely)
+    # a child's sys.stdin and sys.stderr, on its descriptors 0 and 2 once they are /dev/null: made once in the worker
+    # (never used there), because every object a child creates costs it page faults on a busy machine
+    null_streams: tuple = field(default_factory=lambda: (open(0, closefd=False), open(2, "w", closefd=False)))  # noqa: SIM115
 
 
 def isolate_worker(config: dict) -> WorkerSetup:
@@ -122,9 +126,9 @@ def isolate_worker(config: dict) -> WorkerSetup:
     )
     if not uid_per_block:
         ns.prctl(ns.PR_SET_DUMPABLE, 0)  # blocks of the worker's uid cannot ptrace it or read its memory
-    setup = WorkerSetup(isolation, uid_base if uid_per_block else None, private_processes, runs_root, nproc_limit)
-    setup.keep_capabilities = keep if uid_per_block else frozenset()
-    return setup
+    if uid_per_block:
+        return WorkerSetup(isolation, uid_base, private_processes, runs_root, nproc_limit, keep)
+    return WorkerSetup(isolation, None, private_processes, runs_root, nproc_limit)
 
 
 def _enter_namespaces(uid_base: int, reasons: dict) -> tuple[str, bool]:
@@ -188,13 +192,10 @@ def _cover(path: str, options: str) -> None:
         ns.set_read_only(path, recursive=False)
 
 
-def _python_roots() -> set[str]:
-    return {os.path.realpath(path) for path in (sys.base_prefix, sys.prefix)}
-
-
 def _code_paths() -> set[str]:
     """Every directory Python imports from here (real paths): the installation, the venv, sys.path."""
-    paths = {*_python_roots(), os.path.dirname(os.path.realpath(sys.executable))}
+    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
     paths |= {os.path.realpath(path) for path in sys.path if os.path.isabs(path) and os.path.isdir(path)}
     return paths - {"/"}
 
@@ -300,22 +301,19 @@ def kill_processes_of(uids: set[int], rounds: int = 20) -> None:
         time.sleep(0.01)
 
 
-def processes_outside(roots: set[int]) -> set[int]:
-    """The processes of this PID namespace (its /proc) that are neither in `roots` nor descended from one."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        with contextlib.suppress(OSError, KeyError, ValueError):
-            if name.isdigit():
-                parents[int(name)] = int(_status_fields(name)["PPid"])
-    inside = set(roots)
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in inside and pid not in inside:
-                inside.add(pid)
-                grew = True
-    return set(parents) - inside
+def descendants(roots: set[int]) -> set[int]:
+    """`roots` and every process below them (the /proc children lists of each of their threads)."""
+    found, frontier = set(), set(roots)
+    while frontier:
+        found |= frontier
+        below = set()
+        for pid in frontier:
+            with contextlib.suppress(OSError, ValueError):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as handle:
+                        below.update(int(child) for child in handle.read().split())
+        frontier = below - found
+    return found
 
 
 def become_subreaper() -> None:
@@ -361,10 +359,10 @@ def isolate_child(config: dict, setup: WorkerSetup, worker_pid: int, keep_fds: t
         os._exit(71)
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
-    os.environ.clear()
+    for key in os.environ.keys() - ENVIRONMENT.keys():  # the worker's own settings (PYTHONPATH, malloc)
+        del os.environ[key]
     os.environ.update(ENVIRONMENT, HOME=workdir, TMPDIR=workdir, PWD=workdir)
-    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    sys.stdin, sys.stderr = setup.null_streams
     sys.argv = [""]
 
 

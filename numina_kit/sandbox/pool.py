@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 from numina_kit.errors import InputError
 from numina_kit.sandbox.isolation import Isolation, kill_processes_of
-from numina_kit.sandbox.protocol import ENVIRONMENT, STATE_LOST, Pipe, timeout_message
+from numina_kit.sandbox.protocol import ENVIRONMENT, STATE_LOST, WORKER_MEMORY, Pipe, timeout_message
 
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class _WorkerProcess:
 
     def start(self) -> None:
         """Start the process and send its configuration; `wait_ready` collects its answer."""
-        env = ENVIRONMENT | {"PYTHONPATH": _PACKAGE_PARENT}
+        env = ENVIRONMENT | WORKER_MEMORY | {"PYTHONPATH": _PACKAGE_PARENT}
         log = open(os.path.join(self.root, f"worker{self.index}.log"), "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(

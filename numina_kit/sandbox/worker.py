@@ -25,11 +25,11 @@ from numina_kit.sandbox.isolation import (
     WorkerSetup,
     become_subreaper,
     clean_shared_dirs,
+    descendants,
     enter_pid_namespace,
     isolate_child,
     isolate_worker,
     kill_processes_of,
-    processes_outside,
     remove,
 )
 from numina_kit.sandbox.protocol import STATE_LOST, Pipe, pipe_pair, timeout_message
@@ -147,7 +147,7 @@ class Worker:
         return {child.pid for child in self.live_children()}
 
     def has_leftovers(self) -> bool:
-        """Whether a finished child, or a process re-parented to this worker, has not been waited for yet."""
+        """Whether a finished child, or a process re-parented to this worker, has not been reaped yet."""
         return bool(self.finished) or bool(self._children() - self.live_pids())
 
     def _children(self) -> set[int]:
@@ -157,22 +157,22 @@ class Worker:
         except OSError:
             return set()
 
-    def kill_leftovers(self) -> None:
-        """Kill and wait for what finished blocks left running. In a PID namespace: every process but this worker,
-        its live children and their descendants (a fork bomb forks while it is being killed, so until none is left);
-        without one, the orphans re-parented to this worker (a subreaper)."""
+    def kill_leftovers(self, dying: list[Child] = ()) -> None:
+        """Kill what finished blocks left running, and reap the processes already dead. Everything a block started
+        stays below this worker (PID 1 of its namespace, or a subreaper), so the strays are the children that are
+        not live and their descendants; a fork bomb forks while it is being killed: until no new one appears."""
+        signaled = {child.pid for child in dying}
         for _ in range(200):
-            stray = self._children() - self.live_pids()
-            if self.setup.pid_namespace:
-                stray |= processes_outside(self.live_pids() | {self.pid})
-            if not stray:
-                return
-            for pid in stray:
+            stray = descendants(self._children() - self.live_pids())
+            if not stray - signaled:
+                break
+            for pid in stray - signaled:
                 with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            for pid in stray & self._children():
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+                    os.kill(pid, signal.SIGKILL)  # once signalled it can fork no more
+            signaled |= stray
+        for pid in self._children() - self.live_pids():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # the dead ones; the dying are reaped on a later pass
 
     # ---- files ----------------------------------------------------------------------------------------------------
 
@@ -269,17 +269,15 @@ class Worker:
         return result
 
     def collect(self) -> None:
-        """After a reply: end the children that answered (they are exiting anyway), kill what they started, and
-        delete their files."""
+        """After a reply: kill the children that answered (they are exiting anyway) and what they started, and
+        delete their files. Nothing waits for their exit: a killed process runs no more code, and the worker
+        reaps them while it has nothing else to do."""
         finished, self.finished = self.finished, []
         for child in finished:
             with contextlib.suppress(OSError):
                 os.kill(child.pid, signal.SIGKILL)
-            if child.status is None:
-                child.status = self._wait(child.pid)
-        for child in finished:
             self.forget_files(child)
-        self.kill_leftovers()
+        self.kill_leftovers(dying=finished)
         self.clean_runs_root()
 
     @staticmethod

@@ -50,7 +50,7 @@ CASES = [
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass",
         ("timeout",),
     ),  # fmt: skip
-    Case("memory bomb", "a = []\nwhile True:\n    a.append(bytearray(10**8))", ("killed",)),
+    Case("memory bomb", "a = []\nwhile True:\n    a.append(bytes(10**8))", ("killed",)),
     Case("one huge allocation", "x = bytearray(64 * 2**30)", ("killed",)),
     Case("fork bomb", "import os\nwhile True:\n    os.fork()", ("killed", "timeout"), SIGNALS_CONTAINED),
     Case(
@@ -226,10 +226,10 @@ def stray_processes(box: Sandbox) -> list[str]:
         for proc in descendants(worker.proc.pid):
             try:
                 inside = _pid_inside(proc.pid)
-            except OSError:
+                if inside not in worker.live and not (pid_namespace and inside == 1):
+                    strays.append(f"{proc.pid} (pid {inside} inside, uid {proc.uids().real})")
+            except (OSError, psutil.Error):
                 continue  # gone meanwhile
-            if inside not in worker.live and not (pid_namespace and inside == 1):
-                strays.append(f"{proc.pid} (pid {inside} inside, uid {proc.uids().real})")
     return strays
 
 
