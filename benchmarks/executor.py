@@ -266,11 +266,12 @@ def isolation_section(args: argparse.Namespace) -> list[str]:
             "",
             "### Entering the namespaces: directly, bubblewrap or nsjail",
             "",
-            "What it costs a normal user to enter new user, mount, network and PID namespaces with a read-only root, "
-            "private tmpfs and a fresh /proc (median of 10): for this sandbox, measured inside a fresh process around "
-            "`isolate_worker` (its probes included); for the tools, their command's wall time to run `/bin/true` "
-            "minus `/bin/true`'s own. It is paid once per worker start; the cost per block is the same whichever "
-            "sets the namespaces up, because blocks are forked from the warm worker inside them.",
+            "The time a normal user's new process takes to enter new user, mount, network and PID namespaces with a "
+            "read-only root, private tmpfs and a fresh /proc: the median, over 15 pairs run back to back, of the "
+            "difference with the same process without them (for this sandbox, a Python that imports "
+            "`numina_kit.sandbox.isolation` and then calls `isolate_worker`; for the tools, `/bin/true` under them). "
+            "It is paid once per worker start; the cost per block is the same whichever sets the namespaces up, "
+            "because blocks are forked from the warm worker inside them.",
             "",
             markdown_table(["mechanism", "setup", "a uid per block as container root", "dependency"], mechanisms),
         ]

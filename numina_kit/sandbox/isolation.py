@@ -17,6 +17,7 @@ Python installation: the worker checks, and where only root can read it and noth
 CAP_DAC_OVERRIDE (or, without it, the worker's uid).
 """
 
+import _signal
 import contextlib
 import importlib.util
 import os
@@ -84,6 +85,8 @@ class WorkerSetup:
 
 def isolate_worker(config: dict) -> WorkerSetup:
     """Put this worker process under the strongest isolation the machine allows, before it imports anything."""
+    for key in os.environ.keys() - ENVIRONMENT.keys():  # the worker's own settings (PYTHONPATH, malloc) end here:
+        del os.environ[key]  # its children inherit exactly ENVIRONMENT
     runs_root, uid_base = config["runs_root"], UID_BASE + config.get("slot", 0) % 1000 * UIDS_PER_WORKER
     nproc_limit = count_own_processes() + config["max_processes"] + 64
     if not config.get("privileged", True):
@@ -308,10 +311,9 @@ def descendants(roots: set[int]) -> set[int]:
         found |= frontier
         below = set()
         for pid in frontier:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError):
                 for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as handle:
-                        below.update(int(child) for child in handle.read().split())
+                    below |= child_pids(pid, task)
         frontier = below - found
     return found
 
@@ -328,8 +330,8 @@ def isolate_child(config: dict, setup: WorkerSetup, worker_pid: int, keep_fds: t
     uid = setup.uid_base + pid if setup.uid_base is not None else None
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the file-size cap raise instead of killing
+        _signal.signal(sig, _signal.SIG_DFL)  # the C function: signal.signal's enum conversions cost page faults
+    _signal.signal(signal.SIGXFSZ, _signal.SIG_IGN)  # writes past the file-size cap raise instead of killing
     null = os.open(os.devnull, os.O_RDWR)
     out = os.open(os.path.join(runs_root, f"{pid}.out"), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
     os.dup2(null, 0)
@@ -359,9 +361,7 @@ def isolate_child(config: dict, setup: WorkerSetup, worker_pid: int, keep_fds: t
         os._exit(71)
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
-    for key in os.environ.keys() - ENVIRONMENT.keys():  # the worker's own settings (PYTHONPATH, malloc)
-        del os.environ[key]
-    os.environ.update(ENVIRONMENT, HOME=workdir, TMPDIR=workdir, PWD=workdir)
+    os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)  # the rest is the worker's: ENVIRONMENT
     sys.stdin, sys.stderr = setup.null_streams
     sys.argv = [""]
 
@@ -377,9 +377,27 @@ def clean_shared_dirs(uid: int) -> None:
 
 
 def remove(path: str) -> None:
-    """Delete a file or a directory tree, whatever is left of it."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
+    """Delete a file or a directory tree, whatever is left of it (cheapest first: most are empty or gone)."""
+    try:
+        os.rmdir(path)
+    except NotADirectoryError:
         with contextlib.suppress(OSError):
             os.unlink(path)
+    except OSError:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def child_pids(pid: int, task: int | str) -> set[int]:
+    """The children of thread `task` of process `pid` (empty when it is gone)."""
+    try:
+        fd = os.open(f"/proc/{pid}/task/{task}/children", os.O_RDONLY)
+    except OSError:
+        return set()
+    try:
+        return {int(child) for child in os.read(fd, 1 << 16).split()}
+    finally:
+        os.close(fd)

@@ -24,6 +24,7 @@ from numina_kit.sandbox.isolation import (
     PRIVATE_DIRS,
     WorkerSetup,
     become_subreaper,
+    child_pids,
     clean_shared_dirs,
     descendants,
     enter_pid_namespace,
@@ -151,11 +152,7 @@ class Worker:
         return bool(self.finished) or bool(self._children() - self.live_pids())
 
     def _children(self) -> set[int]:
-        try:
-            with open(f"/proc/self/task/{self.pid}/children") as handle:
-                return {int(pid) for pid in handle.read().split()}
-        except OSError:
-            return set()
+        return child_pids(self.pid, self.pid)
 
     def kill_leftovers(self, dying: list[Child] = ()) -> None:
         """Kill what finished blocks left running, and reap the processes already dead. Everything a block started
