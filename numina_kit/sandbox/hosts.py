@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from numina_kit.errors import InputError
 from numina_kit.sandbox import namespaces as ns
 
 
@@ -53,7 +54,9 @@ class HostCommand:
 def host_command(host: str, argv: list[str], *, env: dict | None = None) -> HostCommand:
     """`argv` run as `host`; for a user host, an `argv[0]` that is this Python becomes one the user can run."""
     if host not in HOSTS:
-        raise ValueError(f"unknown host {host!r}; expected one of {', '.join(HOSTS)}")
+        raise InputError(f"unknown host {host!r}; expected one of {', '.join(HOSTS)}")
+    if os.geteuid() != 0 and host != "root":
+        raise PermissionError(f"reproducing the {host!r} host needs root")
     env = dict(os.environ if env is None else env)
     steps: list[Callable[[], None]] = []
     if host.endswith("seccomp"):
@@ -65,8 +68,6 @@ def host_command(host: str, argv: list[str], *, env: dict | None = None) -> Host
         argv = [python, *argv[1:]] if argv[0] == sys.executable else argv
         env.update(HOME=home, USER="numina-kit-test", LOGNAME="numina-kit-test")
         steps.append(_become_user)
-    if os.geteuid() != 0 and host != "root":
-        raise PermissionError(f"reproducing the {host!r} host needs root")
 
     def prepare() -> None:
         for step in steps:

@@ -366,14 +366,20 @@ def isolate_child(config: dict, setup: WorkerSetup, worker_pid: int, keep_fds: t
     sys.argv = [""]
 
 
-def clean_shared_dirs(uid: int) -> None:
-    """Delete what a finished block's uid left in the host's world-writable directories ("setuid" mode)."""
+def clean_shared_dirs(uid: int, known: set[str] = frozenset()) -> set[str]:
+    """Delete what a finished block's uid left in the host's world-writable directories ("setuid" mode), looking
+    only at entries not in `known` (those present after the previous cleanup: a busy /tmp holds hundreds). Returns
+    the entries present now."""
+    present, removed = set(), set()
     for path in SHARED_WRITABLE_DIRS:
-        with contextlib.suppress(OSError), os.scandir(path) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_uid == uid:
-                        remove(entry.path)
+        with contextlib.suppress(OSError):
+            present |= {os.path.join(path, name) for name in os.listdir(path)}
+    for path in present - known:
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_uid == uid:
+                remove(path)
+                removed.add(path)
+    return present - removed
 
 
 def remove(path: str) -> None:

@@ -77,6 +77,7 @@ class Worker:
         self.spare: Child | None = None
         self.interpreters: dict[str, Child] = {}
         self.finished: list[Child] = []  # one-off children that answered: killed and cleaned after the reply
+        self.shared_files: set[str] = set()  # the host's /tmp, /dev/shm... after the last cleanup ("setuid" mode)
         self.prepare_runs_root()
         become_subreaper()
         self.baseline = self.private_files()  # the private dirs hold only the runs directory (and mounted-back code)
@@ -122,8 +123,8 @@ class Worker:
             child.status = self._wait(child.pid)
         if child.uid is not None and not self.setup.pid_namespace:
             kill_processes_of({child.uid})  # without a PID namespace to die with, every process of its uid
-        self.forget_files(child)
         self.kill_leftovers()
+        self.forget_files(child)
         self.clean_runs_root()
 
     def _wait(self, pid: int) -> int:
@@ -183,8 +184,9 @@ class Worker:
                 found |= {os.path.join(path, name) for name in os.listdir(path)}
         return found
 
-    def forget_files(self, child: Child) -> None:
-        """Delete a finished child's directory and output file, and what blocks left in the shared directories."""
+    def forget_files(self, child: Child, *, thorough: bool = True) -> None:
+        """Delete a finished child's directory and output file, and what blocks left in the shared directories
+        (not `thorough`: only what appeared there since the last block, enough for a one-off block)."""
         child.pipe.close()
         remove(os.path.join(self.runs_root, str(child.pid)))
         remove(os.path.join(self.runs_root, f"{child.pid}.out"))
@@ -193,7 +195,7 @@ class Worker:
             for path in self.private_files() - self.baseline - kept:
                 remove(path)
         elif child.uid is not None:
-            clean_shared_dirs(child.uid)
+            self.shared_files = clean_shared_dirs(child.uid, set() if thorough else self.shared_files)
 
     def clean_runs_root(self) -> None:
         """Delete anything in the runs directory that does not belong to a live child."""
@@ -273,8 +275,9 @@ class Worker:
         for child in finished:
             with contextlib.suppress(OSError):
                 os.kill(child.pid, signal.SIGKILL)
-            self.forget_files(child)
-        self.kill_leftovers(dying=finished)
+        self.kill_leftovers(dying=finished)  # first: nothing may write a file after the cleanup below
+        for child in finished:
+            self.forget_files(child, thorough=False)
         self.clean_runs_root()
 
     @staticmethod

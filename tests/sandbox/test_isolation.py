@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from numina_kit.errors import InputError
 from numina_kit.sandbox.hosts import host_command, user_python
 from numina_kit.sandbox.isolation import GUARANTEES, UID_BASE, UIDS_PER_WORKER, Isolation
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
@@ -167,3 +168,8 @@ def test_worker_killed_from_outside_leaves_nothing():
         assert settle(owned) == []
         assert box.run("print('replaced')").output == "replaced"
         assert worker.info["uid_base"] >= UID_BASE
+
+
+def test_an_unknown_host_is_an_input_error():
+    with pytest.raises(InputError, match="unknown host 'laptop'"):
+        host_command("laptop", [sys.executable, "-c", "pass"])
