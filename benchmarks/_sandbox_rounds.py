@@ -105,9 +105,9 @@ def measure_hosts(blocks: list[str], rounds: int, workers: int, base: Path | Non
         index, names = turn % len(batches), list(contenders)
         for name in names[turn % len(names) :] + names[: turn % len(names)]:  # rotate who goes first
             runner, _, _, pids = contenders[name]
-            before = tree_cpu(pids)
+            before = tree_cpu(pids) + time.process_time()  # this process: the Jupyter client's threads
             walls[name][index].append(runner.run_round(batches[index]))
-            cpus[name].append((tree_cpu(pids) - before) / ROUND * 1000)
+            cpus[name].append((tree_cpu(pids) + time.process_time() - before) / ROUND * 1000)
     fresh = [fresh_python_round(batch, workers, JUPYTER_TIMEOUT) for batch in batches]
     for runner, *_ in contenders.values():
         runner.close()

@@ -255,7 +255,8 @@ def isolation_section(args: argparse.Namespace) -> list[str]:
         "isolates nothing. Overhead per block = (round wall time x "
         f"{workers} - the blocks' own compute) / {ROUND}: what an executor adds to each block, idle slots included. "
         "CPU per block: the CPU time all of an executor's processes used in a round (the blocks' own compute "
-        "included), over 48; it does not depend on what else runs on the machine, the wall times do.",
+        "included; for Jupyter, its kernels and the benchmark process running its client), over 48; it depends "
+        "much less on what else runs on the machine than the wall times do.",
         "",
         *rounds,
         "",
