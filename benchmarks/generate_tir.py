@@ -20,7 +20,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
 
 from _results import markdown_table, write_section  # noqa: E402
 
@@ -29,8 +28,7 @@ from numina_kit.data.problems import Problem, load_problems  # noqa: E402
 from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize  # noqa: E402
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig  # noqa: E402
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox  # noqa: E402
-from numina_kit.testing import OpenAIServer  # noqa: E402
-from tests.data.test_synthesis import TIRModel, make_problem  # noqa: E402
+from numina_kit.testing import OpenAIServer, TIRModel, make_tir_problem  # noqa: E402
 
 
 DATA = REPO.parent / "shared" / "data"
@@ -49,7 +47,7 @@ NUM_PROBLEMS = 60
 
 def throughput(sandbox: Sandbox) -> list[list[object]]:
     kinds = ["right", "right", "pass2", "never", "crash", "e429"]
-    problems = [make_problem(i, kinds[i % len(kinds)]) for i in range(NUM_PROBLEMS)]
+    problems = [make_tir_problem(i, kinds[i % len(kinds)]) for i in range(NUM_PROBLEMS)]
     rows = []
     baseline = None
     for concurrency in (1, 4, 16, 32):

@@ -25,7 +25,7 @@ from pathlib import Path
 from components import DataArguments, load_rows, run_script, train_and_save, usage
 from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
 
-from numina_kit.data.problems import write_jsonl
+from numina_kit.data.jsonl import read_jsonl, write_jsonl
 from numina_kit.errors import InputError
 from numina_kit.prompts import render_prompt
 
@@ -113,12 +113,10 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
 
 def read_samples(path: str | Path) -> list[dict]:
     """Labelled samples written by an earlier run (`samples.jsonl`); `InputError` when a row lacks a field."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"samples file not found: {path}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     for number, row in enumerate(rows, start=1):
         if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
             raise InputError(f"{path}: row {number} needs 'prompt' and 'completion' text")

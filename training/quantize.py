@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
 from numina_kit.prompts import CHAT_TEMPLATE, render_messages
 
@@ -98,17 +99,7 @@ def read_tir_rows(path: Path) -> list[tuple[str, str]]:
     """(problem, solution) pairs from JSONL with `problem` + `solution` fields or `messages` (user, assistant)."""
     if not path.is_file():
         raise InputError(f"calibration data not found: {path}")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-        pair = _problem_solution(row)
-        if pair is not None:
-            rows.append(pair)
+    rows = [pair for row in read_jsonl(path) if (pair := _problem_solution(row)) is not None]
     if not rows:
         raise InputError(f"{path}: no rows with problem and solution (or user and assistant messages)")
     return rows

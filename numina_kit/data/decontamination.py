@@ -1,8 +1,9 @@
 """Decontamination: dropping training problems that share an n-gram with an evaluation set.
 
-NuminaMath-CoT removed problems with a 10-gram exact match against its evaluation sets (numina.md §5); this module
-does the same for TIR data generation, before any teacher call is made. Text is compared as lower-cased word tokens
-(`\\w+`), so spacing, punctuation and LaTeX braces do not hide an overlap. An evaluation text shorter than `n` tokens
+NuminaMath-CoT removed problems with a 10-gram exact match against its evaluation sets (the NuminaMath technical
+report, Li et al. 2024, and the AI-MO/NuminaMath-CoT dataset card); this module does the same for TIR data generation
+(before any teacher call) and for JiuZhang synthesis. Text is compared as lower-cased word tokens (`\\w+`), so
+spacing, punctuation and LaTeX braces do not hide an overlap. An evaluation text shorter than `n` tokens
 contributes its whole token sequence, and matches a training text that contains it.
 
 Not covered: paraphrases (Numina also dropped embedding nearest neighbours, which needs a model) and overlaps in

@@ -11,13 +11,13 @@ solution in the project's TIR format whose output block is what the code really 
 """
 
 import csv
-import json
 import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
 from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_messages, render_output
 
@@ -64,15 +64,7 @@ def load_problems(path: str | Path, *, limit: int | None = None) -> list[Problem
 def _read_rows(path: Path) -> list:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-        return rows
+        return read_jsonl(path)
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -254,13 +246,3 @@ def _cycle(kinds: tuple[str, ...], n: int, rng: random.Random) -> Iterator[str]:
     order = [kinds[i % len(kinds)] for i in range(n)]
     rng.shuffle(order)
     yield from order
-
-
-def write_jsonl(rows: list[dict], path: str | Path) -> Path:
-    """Write `rows` as JSONL (creating the folder), for synthetic sets and KTO data."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path

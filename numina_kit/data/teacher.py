@@ -1,11 +1,11 @@
-"""Teachers: the models that write TIR solutions for data generation, behind one `complete(prompt, params)` call.
+"""The HTTP teacher: an OpenAI-compatible server as a `Generator`, for data generation (TIR solutions, JiuZhang problems).
 
 `HTTPTeacher` talks to any OpenAI-compatible server (a local `vllm serve`, or a hosted API whose key is read from an
 environment variable) with the standard library only. It bounds the number of requests in flight, and retries
 HTTP 429, 5xx, timeouts, dropped connections and malformed replies with exponential backoff (honouring
 `Retry-After`); a 4xx other than 408/409/429 is a configuration mistake and fails at once with `fatal=True`.
-`GeneratorTeacher` wraps an in-process `numina_kit.models.base.Generator`, gathering the calls of concurrent
-threads into batches. Both also implement the `Generator` protocol, so SC-TIR and evaluation can use them too.
+It implements the `Generator` protocol (`generate` sends a batch's requests concurrently), so SC-TIR, TIR data
+synthesis and evaluation use it like any in-process model; `complete` is one request, safe to call from threads.
 
 Prompts are always ToRA text (`numina_kit.prompts`): `### Problem: ...\\n### Solution: ` plus the solution so far.
 The "completions" API continues that text directly. The "chat" API cannot continue a partial assistant turn on most
@@ -17,7 +17,6 @@ import http.client
 import json
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from numina_kit.errors import InputError
-from numina_kit.models.base import Completion, Generator, SamplingParams
+from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.prompts import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
 
 
@@ -69,9 +68,16 @@ class TeacherConfig:
     max_retries: int = 6
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
-    extra_body: dict = field(default_factory=dict)
+    extra_body: dict | str = field(default_factory=dict)  # a mapping, or its JSON text (on the command line)
 
     def __post_init__(self) -> None:
+        if isinstance(self.extra_body, str):
+            try:
+                self.extra_body = json.loads(self.extra_body or "{}")
+            except json.JSONDecodeError as error:
+                raise InputError(f"teacher extra_body is not JSON: {error.msg}") from None
+        if not isinstance(self.extra_body, dict):
+            raise InputError(f"teacher extra_body must be a mapping, got {self.extra_body!r}")
         if self.api not in ("completions", "chat"):
             raise InputError(f"teacher api must be 'completions' or 'chat', got {self.api!r}")
         if self.max_concurrency < 1:
@@ -123,11 +129,14 @@ class _Retryable(Exception):
 
 
 def prompt_to_messages(prompt: str, system_prompt: str = "") -> list[dict[str, str]]:
-    """A ToRA prompt (problem plus solution so far) as chat turns; output blocks become user turns."""
-    if not prompt.startswith(PROBLEM_PREFIX) or f"\n{SOLUTION_PREFIX}" not in prompt:
-        raise InputError("chat teacher needs prompts made by numina_kit.prompts.render_prompt")
-    problem, solution = prompt[len(PROBLEM_PREFIX) :].split(f"\n{SOLUTION_PREFIX}", 1)
+    """A ToRA prompt (problem plus solution so far) as chat turns; output blocks become user turns.
+
+    Any other prompt (a JiuZhang request, `numina_kit.data.stages`) is one user turn.
+    """
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    if not prompt.startswith(PROBLEM_PREFIX) or f"\n{SOLUTION_PREFIX}" not in prompt:
+        return [*messages, {"role": "user", "content": prompt}]
+    problem, solution = prompt[len(PROBLEM_PREFIX) :].split(f"\n{SOLUTION_PREFIX}", 1)
     messages.append({"role": "user", "content": problem})
     pieces = solution.split(OUTPUT_START)
     for i, piece in enumerate(pieces):
@@ -184,6 +193,8 @@ class HTTPTeacher:
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         """The `Generator` protocol: one completion per prompt, in order, requested concurrently."""
+        if len(prompts) == 1:
+            return [self.complete(prompts[0], params)]
         with ThreadPoolExecutor(max_workers=min(len(prompts), self.config.max_concurrency) or 1) as pool:
             return list(pool.map(lambda prompt: self.complete(prompt, params), prompts))
 
@@ -283,93 +294,3 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-@dataclass
-class _Request:
-    prompt: str
-    params: SamplingParams
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Completion | None = None
-    error: BaseException | None = None
-
-
-class GeneratorTeacher:
-    """An in-process `Generator` as a teacher: concurrent `complete` calls are served in batches by one thread.
-
-    A batch is whatever arrived within `wait_s` of its first request, up to `max_batch`, grouped by sampling
-    parameters; the generator itself is only ever called from the serving thread.
-    """
-
-    def __init__(self, generator: Generator, *, max_batch: int = 64, wait_s: float = 0.05) -> None:
-        self.generator = generator
-        self.max_batch = max_batch
-        self.wait_s = wait_s
-        self.stats = TeacherStats()
-        self._queue: queue.Queue[_Request | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="generator-teacher", daemon=True)
-        self._thread.start()
-
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        return self.generator.generate(prompts, params)
-
-    def count_tokens(self, text: str) -> int:
-        return self.generator.count_tokens(text)
-
-    def complete(self, prompt: str, params: SamplingParams) -> Completion:
-        request = _Request(prompt, params)
-        self._queue.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise TeacherError(f"generator failed: {request.error!r}") from request.error
-        assert request.result is not None
-        return request.result
-
-    def close(self) -> None:
-        """Stop the serving thread (pending requests are served first)."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _serve(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + self.wait_s
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    request = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if request is None:
-                    stop = True
-                    break
-                batch.append(request)
-            self._run(batch)
-            if stop:
-                return
-
-    def _run(self, batch: list[_Request]) -> None:
-        groups: dict[SamplingParams, list[_Request]] = {}
-        for request in batch:
-            groups.setdefault(request.params, []).append(request)
-        for params, requests in groups.items():
-            self.stats.count(requests=1)
-            try:
-                completions = self.generator.generate([request.prompt for request in requests], params)
-                if len(completions) != len(requests):
-                    raise RuntimeError(f"generator returned {len(completions)} completions for {len(requests)}")
-            except Exception as error:  # the waiting threads get the error; the server keeps serving
-                self.stats.count(failures=len(requests))
-                for request in requests:
-                    request.error = error
-                    request.done.set()
-                continue
-            for request, completion in zip(requests, completions, strict=True):
-                self.stats.count(
-                    completions=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.num_tokens
-                )
-                request.result = completion
-                request.done.set()

@@ -16,13 +16,13 @@ matched; "general" compares by equivalence.
 """
 
 import argparse
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from numina_kit.answers import GENERAL, is_equivalent, judge
+from numina_kit.data.jsonl import JsonlAppender
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.errors import InputError
 from numina_kit.eval.report import write_report
@@ -144,15 +144,14 @@ def run(args: argparse.Namespace) -> int:
     solutions_path = out / "solutions.jsonl"
     with (
         tqdm(total=len(problems) * len(seeds), desc="evaluate", unit="problem") as bar,
-        solutions_path.open("w", encoding="utf-8") as solutions,
+        JsonlAppender(solutions_path) as solutions,
     ):
         correct = 0
 
         def update(result: ProblemResult, solution: Solution) -> None:
             nonlocal correct
             correct += result.correct
-            row = {"id": result.id, "seed": result.seed, "correct": result.correct}
-            solutions.write(json.dumps(row | {"solution": json.loads(solution.to_json())}, ensure_ascii=False) + "\n")
+            solutions.append({"id": result.id, "seed": result.seed, "correct": result.correct, "solution": solution})
             bar.update(1)
             bar.set_postfix(correct=f"{correct}/{bar.n}", answer=result.answer)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from numina_kit.answers import competition_rule
-from numina_kit.data.problems import write_jsonl
+from numina_kit.data.jsonl import write_jsonl
 from numina_kit.errors import InputError
 from numina_kit.options import add_sctir_arguments, sctir_settings
 from numina_kit.sctir.loop import SCTIRConfig

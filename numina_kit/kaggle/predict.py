@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from numina_kit.answers import competition_rule
-from numina_kit.data.problems import write_jsonl
+from numina_kit.data.jsonl import write_jsonl
 
 
 logger = logging.getLogger(__name__)

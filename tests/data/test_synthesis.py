@@ -1,21 +1,20 @@
-"""Tests for TIR data generation (numina_kit.data.synthesis, numina_kit.data.journal, training/generate_tir.py).
+"""Tests for TIR data generation (numina_kit.data.synthesis, numina_kit.data.ledger, training/generate_tir.py).
 
-A scripted teacher model answers over real HTTP (tests/test_teacher.py's `OpenAIServer`); each problem's tag picks
+A scripted teacher model (`numina_kit.testing.TIRModel`) answers over real HTTP; each problem's tag picks
 its behaviour: right, always wrong, right only on the 2nd or 3rd pass, no code, crashing code, a fraction answer
 (checked by equivalence), and a first request that fails (429, 500, malformed reply, hang past the client timeout).
 Covers: exactly the matching solutions are written, in NuminaMath-TIR schema; statistics; resuming skips finished
 problems; crash repair of the journal and output; decontamination before any call; no-answer problems skipped;
-a fatal teacher error stops the run; the script's recipe/flags; the output loads through training/components.py.
+a fatal teacher error stops the run; the script's recipe/flags; the output loads through training/components.py;
+an in-process model as teacher (called by one thread at a time); per-call seeds, reproducible across runs.
 Slow: 200 problems through the script with a SIGKILL mid-run and a rerun; the output trains through sft.py.
 """
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,86 +22,27 @@ from pathlib import Path
 import pytest
 
 from numina_kit.data.decontamination import build_index
-from numina_kit.data.journal import Journal, read_records
+from numina_kit.data.jsonl import JsonlAppender, read_jsonl
 from numina_kit.data.problems import Problem
-from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize
-from numina_kit.data.teacher import GeneratorTeacher, HTTPTeacher, TeacherConfig, TeacherError
+from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, attempt_seed, synthesize
+from numina_kit.data.teacher import HTTPTeacher, TeacherConfig, TeacherError
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, SamplingParams
-from numina_kit.prompts import OUTPUT_START, STOP, render_messages
+from numina_kit.prompts import render_messages
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
-from numina_kit.testing import OpenAIServer, Reply, completion_reply
+from numina_kit.testing import TIR_KINDS, OpenAIServer, Reply, TIRModel, make_tir_problem
 
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "training" / "generate_tir.py"
 
-FIRST_REQUEST_FAILS = {
-    "e429": Reply(status=429, body=b'{"error": "slow down"}', headers={"Retry-After": "0"}),
-    "e500": Reply(status=500, body=b"boom"),
-    "malformed": Reply(body=b"<html>bad gateway</html>"),
-    "hang": Reply(delay_s=1.8, body=b"{}"),  # past the 1 s client timeout of these tests
-}
-# kind -> pass at which the solution is kept (None: never kept), attempts made, code runs per attempt
-KINDS = {
-    "right": (1, 1, 1),
-    "pass2": (2, 2, 1),
-    "pass3": (3, 3, 1),
-    "never": (None, 3, 1),
-    "nocode": (None, 3, 0),
-    "crash": (None, 3, 1),
-    "frac": (1, 1, 1),
-    **{kind: (1, 1, 1) for kind in FIRST_REQUEST_FAILS},
-}
-
-
-def make_problem(i: int, kind: str) -> Problem:
-    a, b = 3 + i, 4 + 2 * i
-    answer = f"\\frac{{{a}}}{{{a + b}}}" if kind == "frac" else str(a + b)
-    return Problem(id=f"p{i:03d}", problem=f"Item {i}: add {a} and {b} [{kind}]", answer=answer)
+KINDS = TIR_KINDS
+make_problem = make_tir_problem
 
 
 def make_problems(n: int) -> list[Problem]:
     kinds = list(KINDS)
     return [make_problem(i, kinds[i % len(kinds)]) for i in range(n)]
-
-
-class TIRModel:
-    """The scripted teacher behind the server; it keeps, per problem, how many requests and first rounds it saw."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-        self.requests: Counter[str] = Counter()
-        self.first_rounds: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, path: str, body: dict, headers: dict) -> Reply:
-        problem, solution = body["prompt"].removeprefix("### Problem: ").split("\n### Solution: ", 1)
-        a, b, kind = re.search(r"add (\d+) and (\d+) \[(\w+)\]", problem).groups()
-        with self._lock:
-            first_request = self.requests[problem] == 0
-            self.requests[problem] += 1
-        if first_request and kind in FIRST_REQUEST_FAILS:
-            return FIRST_REQUEST_FAILS[kind]
-        if OUTPUT_START in solution:  # second round: box what the code printed
-            value = solution.split(OUTPUT_START)[-1].split("\n")[0]
-            return self._reply(completion_reply(f"The code printed {value}, so the answer is $\\boxed{{{value}}}$."))
-        if kind == "nocode":
-            return self._reply(completion_reply(f"Adding, $\\boxed{{{int(a) + int(b)}}}$."))
-        with self._lock:
-            attempt = self.first_rounds[problem]
-            self.first_rounds[problem] += 1
-        wrong = kind == "never" or (kind == "pass2" and attempt < 1) or (kind == "pass3" and attempt < 2)
-        code = f"print({a} + {b}{' + 1' if wrong else ''})"
-        if kind == "frac":
-            code = f"from fractions import Fraction\nprint(Fraction({a}, {a} + {b}))"
-        if kind == "crash":
-            code = f"print({a} / 0)"
-        return self._reply(completion_reply(f"Let me add.\n```python\n{code}\n```\n", stop_reason=STOP))
-
-    def _reply(self, reply: Reply) -> Reply:
-        reply.delay_s = self.delay_s
-        return reply
 
 
 def expected_kept(problems: list[Problem]) -> dict[str, int]:
@@ -121,7 +61,11 @@ def http_teacher(url: str, **overrides) -> HTTPTeacher:
 
 
 def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return read_jsonl(path)
+
+
+def read_records(path: Path, **options) -> list[dict]:
+    return read_jsonl(path, appended=True, **options)
 
 
 FAST = SynthesisConfig(concurrency=6, seed=1)
@@ -198,7 +142,7 @@ def test_crash_repair_restores_kept_rows_and_cuts_partial_lines(tmp_path: Path, 
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
     problem = make_problem(0, "right")
     record = {"id": problem.id, "pass": 1, "outcome": "kept", "problem": problem.problem, "solution": "S"}
-    with Journal(paths.journal) as journal:
+    with JsonlAppender(paths.journal) as journal:
         journal.append(record)
     with paths.journal.open("a") as handle:
         handle.write('{"id": "p001", "pass": 1, "outc')  # killed while writing
@@ -218,11 +162,11 @@ def test_foreign_output_file_is_refused(tmp_path: Path, sandbox: Sandbox) -> Non
         synthesize([make_problem(0, "right")], http_teacher("http://127.0.0.1:9/v1"), FAST, paths, sandbox=sandbox)
 
 
-def test_corrupt_journal_line_is_an_input_error(tmp_path: Path) -> None:
-    path = tmp_path / "j.jsonl"
-    path.write_text('{"id": 1}\nnot json\n{"id": 2}\n')
-    with pytest.raises(InputError, match="line 2"):
-        read_records(path)
+def test_corrupt_journal_line_is_an_input_error(tmp_path: Path, sandbox: Sandbox) -> None:
+    paths = OutputPaths.beside(tmp_path / "tir.jsonl")
+    paths.journal.write_text('{"id": 1}\nnot json\n{"id": 2}\n')
+    with pytest.raises(InputError, match="line 2 is not valid JSON"):
+        synthesize([make_problem(0, "right")], http_teacher("http://127.0.0.1:9/v1"), FAST, paths, sandbox=sandbox)
 
 
 def test_decontamination_and_missing_answers_before_any_call(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -308,7 +252,7 @@ def test_script_with_recipe_and_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("recipe", "flags", "message"),
     [
-        ("problems: x.jsonl\nmax_roundz: 3\n", [], "unknown key"),
+        ("problems: x.jsonl\nmax_roundz: 3\n", [], "Unknown arguments from config file"),
         ("problems: missing.jsonl\n", [], "problem file not found"),
         ("problems: in.jsonl\n", ["--teacher", "magic"], "teacher must be"),
         ("problems: in.jsonl\n", ["--api_key_env", "NO_SUCH_KEY_VAR"], "NO_SUCH_KEY_VAR"),
@@ -327,12 +271,12 @@ def test_script_input_errors(tmp_path: Path, recipe: str, flags: list[str], mess
 def test_shipped_recipes_parse(recipe: Path) -> None:
     sys.path.insert(0, str(REPO / "training"))
     try:
-        from generate_tir import parse_arguments
+        from generate_tir import make_parser
     finally:
         sys.path.remove(str(REPO / "training"))
-    args = parse_arguments(["--config", str(recipe), "--passes", "2"])
-    assert args.passes == 2 and args.problems and args.eval_sets and args.ngram == 10
-    TeacherConfig(api=args.api, max_concurrency=args.concurrency)  # valid teacher settings
+    args, config, teacher = make_parser().parse_args_and_config(["--config", str(recipe), "--passes", "2"])
+    assert config.passes == 2 and args.problems and args.eval_sets and args.ngram == 10
+    assert teacher.max_concurrency == config.concurrency and teacher.api in ("completions", "chat")
 
 
 def test_output_loads_through_training_data_loading(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -351,20 +295,26 @@ def test_output_loads_through_training_data_loading(tmp_path: Path, sandbox: San
     assert all(to_messages(row)[1]["content"].endswith("$.") for row in rows)
 
 
-class ScriptedGenerator:
+class InProcessTIRModel:
     """`TIRModel` behind the in-process `Generator` interface (stop string kept in the text, as the contract says)."""
 
     def __init__(self) -> None:
         self.model = TIRModel()
-        self.batches: list[int] = []
+        self.calls: list[tuple[int, int | None]] = []  # (prompts, seed) of every call
+        self.active = 0
+        self.max_active = 0
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        self.batches.append(len(prompts))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        self.calls.append((len(prompts), params.seed))
         completions = []
         for prompt in prompts:
             choice = self.model("/v1/completions", {"prompt": prompt}, {}).body["choices"][0]
             text = choice["text"] + (choice["stop_reason"] or "")
             completions.append(Completion(text=text, finish_reason="stop", num_tokens=len(text)))
+        time.sleep(0.001)  # long enough for a second thread to enter, were calls not serialized
+        self.active -= 1
         return completions
 
     def count_tokens(self, text: str) -> int:
@@ -372,20 +322,29 @@ class ScriptedGenerator:
 
 
 def test_in_process_generator_teacher(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A model object is a teacher as it is: one attempt at a time calls it, through the same `solve`."""
     problems = [p for p in make_problems(3 * len(KINDS)) if "[e" not in p.problem and "[hang]" not in p.problem]
     problems = [p for p in problems if "[malformed]" not in p.problem]
-    generator = ScriptedGenerator()
-    teacher = GeneratorTeacher(generator, max_batch=16, wait_s=0.02)
+    generator = InProcessTIRModel()
     paths = OutputPaths.beside(tmp_path / "tir.jsonl")
-    try:
-        stats = synthesize(problems, teacher, SynthesisConfig(concurrency=8), paths, sandbox=sandbox)
-    finally:
-        teacher.close()
+    stats = synthesize(problems, generator, SynthesisConfig(concurrency=8), paths, sandbox=sandbox)
     kept = expected_kept(problems)
     assert stats["problems_kept"] == len(kept) == len(read_rows(paths.output))
     assert stats["kept_per_pass"] == {str(k): sum(v == k for v in kept.values()) for k in (1, 2, 3)}
-    assert max(generator.batches) > 1  # concurrent attempts were batched into one generate call
-    assert sum(generator.batches) == stats["teacher_calls"] == stats["this_run"]["teacher"]["completions"]
+    assert generator.max_active == 1  # never called from two threads at once
+    assert sum(n for n, _ in generator.calls) == stats["teacher_calls"] and stats["this_run"]["teacher"] == {}
+
+
+def test_seeds_differ_per_call_and_repeat_across_runs(tmp_path: Path, sandbox: Sandbox) -> None:
+    problems = [make_problem(i, kind) for i, kind in enumerate(["right", "pass2", "never", "right"])]
+    seeds = []
+    for run in range(2):
+        generator = InProcessTIRModel()
+        config = SynthesisConfig(concurrency=1, seed=11)
+        synthesize(problems, generator, config, OutputPaths.beside(tmp_path / f"{run}.jsonl"), sandbox=sandbox)
+        seeds.append(sorted(seed for _, seed in generator.calls))
+    assert seeds[0] == seeds[1] and len(set(seeds[0])) == len(seeds[0]) == 2 * (1 + 2 + 3 + 1)
+    assert attempt_seed(11, "p000", 1) in seeds[0] and attempt_seed(None, "p000", 1) is None
 
 
 @pytest.mark.slow

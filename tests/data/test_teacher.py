@@ -2,17 +2,15 @@
 
 Covers the completions and chat request bodies, the API key from an environment variable, the stop string put back
 (vLLM's `stop_reason`, or inferred for hosted APIs), retries of 429/500/malformed replies/hangs (client timeout),
-fatal 4xx errors, bounded concurrency, chat turns made from a ToRA prompt, and `GeneratorTeacher`'s batching.
-`OpenAIServer` is also used by tests/test_generate_tir.py.
+fatal 4xx errors, bounded concurrency, chat turns made from a ToRA prompt (any other prompt is one user turn), and
+`extra_body` given as JSON text.
 """
-
-import threading
 
 import pytest
 
-from numina_kit.data.teacher import GeneratorTeacher, HTTPTeacher, TeacherConfig, TeacherError, prompt_to_messages
+from numina_kit.data.teacher import HTTPTeacher, TeacherConfig, TeacherError, prompt_to_messages
 from numina_kit.errors import InputError
-from numina_kit.models.base import Completion, SamplingParams
+from numina_kit.models.base import SamplingParams
 from numina_kit.prompts import STOP, render_output, render_prompt
 from numina_kit.testing import OpenAIServer, Reply, completion_reply, sequence
 
@@ -143,55 +141,22 @@ def test_chat_model_that_ends_its_turn_after_code_gets_the_stop_string() -> None
     assert completion.text == CODE + STOP
 
 
-def test_prompt_to_messages_rejects_foreign_prompts() -> None:
-    with pytest.raises(InputError):
-        prompt_to_messages("Question: what?")
+def test_prompt_to_messages_sends_other_prompts_as_one_user_turn() -> None:
+    assert prompt_to_messages("Write a problem.\n## Math Content\nx", "S") == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Write a problem.\n## Math Content\nx"},
+    ]
     assert prompt_to_messages(render_prompt("p")) == [{"role": "user", "content": "p"}]
 
 
-@pytest.mark.parametrize(("key", "value"), [("api", "embeddings"), ("max_concurrency", 0), ("timeout_s", 0)])
+def test_extra_body_from_json_text() -> None:
+    assert TeacherConfig(extra_body='{"top_k": 20}').extra_body == {"top_k": 20}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("api", "embeddings"), ("max_concurrency", 0), ("timeout_s", 0), ("extra_body", "{bad"), ("extra_body", "[1]")],
+)
 def test_bad_config(key: str, value: object) -> None:
     with pytest.raises(InputError):
         TeacherConfig(**{key: value})
-
-
-class EchoGenerator:
-    """Returns each prompt's last word; records the batch sizes it was called with."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.batches: list[int] = []
-        self.fail = fail
-
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        self.batches.append(len(prompts))
-        if self.fail:
-            raise RuntimeError("out of memory")
-        return [Completion(text=p.split()[-1], finish_reason="stop", num_tokens=1) for p in prompts]
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-
-def test_generator_teacher_batches_concurrent_calls() -> None:
-    generator = EchoGenerator()
-    adapter = GeneratorTeacher(generator, max_batch=8, wait_s=0.2)
-    results: dict[int, str] = {}
-    threads = [
-        threading.Thread(target=lambda i=i: results.__setitem__(i, adapter.complete(f"word {i}", PARAMS).text))
-        for i in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    adapter.close()
-    assert results == {i: str(i) for i in range(8)}
-    assert sum(generator.batches) == 8 and len(generator.batches) < 8
-    assert adapter.stats.completions == 8
-
-
-def test_generator_teacher_turns_failures_into_teacher_errors() -> None:
-    adapter = GeneratorTeacher(EchoGenerator(fail=True), wait_s=0.0)
-    with pytest.raises(TeacherError, match="out of memory"):
-        adapter.complete("a b", PARAMS)
-    adapter.close()

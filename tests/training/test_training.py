@@ -125,7 +125,8 @@ def test_kto_samples_on_policy_and_its_loss_goes_down(sft_model, tmp_path):
 
 def test_sft_on_one_local_file_with_eval_switched_on_trains_without_eval(tmp_path, caplog):
     """Stage 2 evaluates every epoch on a `test` split; a single JSONL (generate_tir's output) has only `train`."""
-    from numina_kit.data.problems import synthetic_problems, write_jsonl
+    from numina_kit.data.jsonl import write_jsonl
+    from numina_kit.data.problems import synthetic_problems
     from numina_kit.prompts import render_messages
 
     rows = [
