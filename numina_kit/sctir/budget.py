@@ -62,7 +62,7 @@ class TimeBudget:
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=float("nan"))
     history: list[Finished] = field(default_factory=list)
-    _problem: tuple[float, float] | None = field(default=None, repr=False)  # (start, allotted) of the open problem
+    _problem: tuple[float, float] | None = field(default=None, init=False, repr=False)  # (start, allotted) now open
 
     def __post_init__(self) -> None:
         if self.num_problems < 1:
