@@ -12,7 +12,12 @@ problems that stopped early (before any has, `easy_share` of a fair share). X is
 problem is still promised its floor, at least that floor itself, at most `ceiling_s`, and never past the end:
 
     floor    = min(floor_s, time left / problems left)     (default floor_s: 300/348 of the first fair share)
-    deadline = now + min(max(min(X, time left - floor x (problems left - 1)), floor), ceiling_s, time left)
+    o        = mean overrun (time used - time allotted) of the problems that ran to their deadline
+    deadline = now + min(max(min(X, left - o - (floor + o) x (problems left - 1)), floor), ceiling_s, left - o)
+
+The overrun o is what the synchronous loop adds to a deadline (a started round runs to its end; about 0 with the
+async engine, which cancels at the deadline): every later problem is promised its floor plus that overrun, and the
+current one must end that long before the end of the run.
 
 "Time left" runs to the end of the budget minus the reserve. The floor is the AIMO-3 winners' rule
 (`clamp(time left - 300 x (problems left - 1), 300, 900)` on 17,400 s keeps 300 s for every problem to come);
@@ -112,13 +117,18 @@ class TimeBudget:
         later_hard = hard_left * (n - 1) / n  # the expected hard problems among the later ones
         return (left - (n - 1 - later_hard) * easy_s) / (1 + later_hard)
 
+    def overrun(self) -> float:
+        """How far past their deadlines the problems that ran to them went, on average (0 before any did)."""
+        over = [max(p.used - p.allotted, 0.0) for p in self.history if p.hard]
+        return sum(over) / len(over) if over else 0.0
+
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
-        left, floor = self.remaining(), self.floor()
-        allotted = max(min(self.share(), left - floor * (self.problems_left - 1)), floor)
+        left, floor, over = self.remaining(), self.floor(), self.overrun()
+        allotted = max(min(self.share(), left - over - (floor + over) * (self.problems_left - 1)), floor)
         if self.ceiling_s is not None:
             allotted = min(allotted, self.ceiling_s)
-        return max(min(allotted, left), 0.0)
+        return max(min(allotted, left - over), 0.0)
 
     def deadline(self) -> float:
         """The absolute time on `clock` at which the next problem must stop; starts that problem's clock."""

@@ -68,25 +68,24 @@ def test_huge_input_returns_within_the_timeout() -> None:
 
 
 COLD_CALL = """
-import threading, time
+import threading
 from numina_kit.answers.equivalence import is_equivalent
 result = []
-def call():
-    start = time.monotonic()
-    result.append((is_equivalent("5^{5^{5^5}}", "3", timeout=1.5), time.monotonic() - start))
-thread = threading.Thread(target=call)
+thread = threading.Thread(target=lambda: result.append(is_equivalent("5^{5^{5^5}}", "3", timeout=1.5)))
 thread.start()
 thread.join()
-print(result[0][0], result[0][1])
+print(result[0])
 """
+HANG_GUARD_S = 300  # not a performance bound: only a call that never returns gets near it
 
 
 def test_first_call_in_a_fresh_process_from_a_thread_returns() -> None:
-    """The first call also pays the one-time import and warm-up of math-verify (a few seconds at most)."""
-    out = subprocess.run([sys.executable, "-c", COLD_CALL], capture_output=True, text=True, timeout=60, check=True)
-    verdict, elapsed = out.stdout.split()
-    assert verdict == "False"
-    assert 1.5 <= float(elapsed) < 1.5 + 10.0
+    """The first call also pays the one-time import and warm-up of math-verify; from a thread it must still return
+    (a hanging input gives False) rather than hang the process."""
+    out = subprocess.run(
+        [sys.executable, "-c", COLD_CALL], capture_output=True, text=True, timeout=HANG_GUARD_S, check=True
+    )
+    assert out.stdout.split() == ["False"]
 
 
 def test_works_from_threads_without_signals(monkeypatch: pytest.MonkeyPatch) -> None:

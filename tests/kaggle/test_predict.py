@@ -157,9 +157,9 @@ def test_a_solver_that_runs_past_the_end_is_abandoned_there():
     budget = TimeBudget(total_s=0.6, num_problems=2, reserve_s=0, floor_s=0, ceiling_s=0.2)
     records = []
     predict = kaggle.make_predict(slow_solver, budget=budget, grace_s=0.1, records=records)
-    started = time.monotonic()
     first = predict("a", "1+8")
-    assert first["answer"][0] == 0 and 0.5 < time.monotonic() - started < 1.0  # at the run's end, not later
+    # waited past the deadline up to the run's end, then answered without the solver (which would have said 9)
+    assert first["answer"][0] == 0 and time.monotonic() >= budget.end and not release.is_set()
     second = predict("b", "1+8")  # the run is over: no second solve starts
     assert second["answer"][0] == 0 and len(starts) == 1
     assert [record.reason for record in records] == [

@@ -2,7 +2,7 @@
 
 Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
 the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
-nothing while time remains), the ceiling (a competition's per-call limit), what the budget learns from finished
+nothing while time remains), the overrun learned and kept for later problems, the ceiling (a competition's per-call limit), what the budget learns from finished
 problems, the end of the budget, and bad arguments.
 """
 
@@ -69,7 +69,7 @@ def test_never_nothing_while_time_remains_and_never_past_the_end(placement):
         allotted = b.allotment()
         assert allotted <= left + 1e-9
         if left > 0:
-            assert allotted >= min(b.floor(), left) > 0
+            assert allotted >= min(b.floor(), left) - 1e-9 and b.floor() > 0
         finish(b, clock, need)
     assert clock.now <= b.end + 1e-9
 
@@ -81,6 +81,21 @@ def test_the_floor_is_promised_to_every_later_problem():
     assert b.share() > 400 and b.allotment() == pytest.approx(400.0)  # the later ones keep their 300 s each
     clock.now = 17400 - 10 * 50  # far behind: 500 s left for 50 problems
     assert b.floor() == pytest.approx(10.0) and b.allotment() == pytest.approx(10.0)  # an equal share each
+
+
+def test_an_overrun_is_kept_for_every_later_problem_and_before_the_end():
+    """The synchronous loop finishes the round it started: the mean overrun seen is promised to every later problem."""
+    clock = FakeClock()
+    b = budget(clock, floor_s=100.0)
+    clock.now = b.deadline() + 100.0  # ran 100 s past its deadline
+    b.done()
+    assert b.history[0].hard and b.overrun() == pytest.approx(100.0)
+    clock.now = 17400 - (48 * 200 + 100 + 400)  # 400 s more than 48 later floors + overruns and this one's overrun
+    assert b.share() > 400 and b.allotment() == pytest.approx(400.0)
+    one_left = budget(FakeClock(), num_problems=2, floor_s=100.0)
+    one_left.clock.now = one_left.deadline() + 50.0
+    one_left.done()
+    assert one_left.allotment() == pytest.approx(one_left.remaining() - 50.0)  # ends its overrun before the end
 
 
 def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
