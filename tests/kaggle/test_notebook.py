@@ -132,6 +132,33 @@ def test_notebook_has_no_algorithm_code(notebook):
         assert name in imports
 
 
+@pytest.mark.parametrize("competition", ["aimo1", "aimo2", "aimo3"])
+def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, competition):
+    """The notebook's `TimeBudget(...)`, evaluated with its own parameters, is `benchmarks/budget.py`'s "default":
+    TimeBudget's own policy and floor, capped only by the competition's per-call limit."""
+    import time
+
+    from numina_kit.answers import competition_rule
+    from numina_kit.sctir.budget import CLAMP_FLOOR, TimeBudget
+
+    values = {}
+    exec(code_cells(notebook)[0].source, {}, values)
+    values.update(COMPETITION=competition, NOTEBOOK_START=time.monotonic(), time=time, TimeBudget=TimeBudget)
+    values["rule"] = rule = competition_rule(competition, kaggle=True)
+    cell = next(cell.source for cell in code_cells(notebook) if "TimeBudget(" in cell.source)
+    call = next(
+        node
+        for node in ast.walk(ast.parse(cell))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TimeBudget"
+    )
+    budget = eval(compile(ast.Expression(call), "budget cell", "eval"), values)
+    default = TimeBudget(total_s=budget.total_s, num_problems=budget.num_problems, reserve_s=budget.reserve_s)
+    for name in ("floor_s", "hard_share", "easy_share", "prior_weight", "hard_margin_s"):
+        assert getattr(budget, name) == getattr(default, name), name
+    assert budget.ceiling_s == rule.max_problem_s  # AIMO-2: 30 minutes less one; else none
+    assert budget.floor() == pytest.approx(CLAMP_FLOOR * budget.first_share)
+
+
 def install_cell(notebook):
     return next(cell for cell in code_cells(notebook) if "pip" in cell.source)
 
