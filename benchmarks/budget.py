@@ -272,9 +272,15 @@ def main() -> None:
             f"{runs} runs per scenario; in each, the same 50 problems (35 basic, 15 hard) in four placements, and every "
             "policy, early-stop setting and execution model replays the same candidates. Cells: correct answers of 50, "
             "mean over runs (worst run); `default - X`: the paired mean difference ± twice its standard error "
-            "(a tie when the interval holds 0). The answer model is a toy (module docstring of the script): its "
-            "absolute numbers mean nothing, and which policy wins depends on it; the sensitivity tables rerun the "
-            "comparison under two other curves.\n\n" + scenarios,
+            "(a tie when the interval holds 0).\n\n"
+            "The answer model is a toy (module docstring of the script) and its absolute numbers mean nothing. What "
+            "depends on it: how much a policy gains by moving time from basic to hard problems (set by each class's "
+            "answer rate per round and by how often long answers are right), hence the size and sign of the small "
+            "differences between the default, the clamp rule and the fair share. What does not: problems left with "
+            "no time, overruns and run lengths (the policies' arithmetic and the execution model), and that every "
+            "policy ties where the budget does not bind (AIMO-1). The sensitivity table reruns the comparison under "
+            "two other curves. With a few hundred paired comparisons at twice the standard error, a few cells are "
+            "expected to come out 'worse' or 'better' by chance alone.\n\n" + scenarios,
             "Verdict (a cell is worse or better when the paired difference lies beyond twice its standard error):\n\n"
             f"- async engine, flat curve: {verdict(results, ('flat',), ('cancel',))}\n"
             f"- async engine, falling and rising curves: {verdict(results, ('falling', 'rising'), ('cancel',))}\n"

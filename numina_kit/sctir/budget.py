@@ -13,11 +13,12 @@ problem is still promised its floor, at least that floor itself, at most `ceilin
 
     floor    = min(floor_s, time left / problems left)     (default floor_s: 300/348 of the first fair share)
     o        = mean overrun (time used - time allotted) of the problems that ran to their deadline
-    deadline = now + min(max(min(X, left - o - (floor + o) x (problems left - 1)), floor), ceiling_s, left - o)
+    deadline = now + min(max(min(X, left - o - (floor + o) x (problems left - 1)), floor), ceiling_s,
+                         max(left - o, floor))
 
 The overrun o is what the synchronous loop adds to a deadline (a started round runs to its end; about 0 with the
 async engine, which cancels at the deadline): every later problem is promised its floor plus that overrun, and the
-current one must end that long before the end of the run.
+current one must end, overrun included, before the end of the run, unless that would leave it less than its floor.
 
 "Time left" runs to the end of the budget minus the reserve. The floor is the AIMO-3 winners' rule
 (`clamp(time left - 300 x (problems left - 1), 300, 900)` on 17,400 s keeps 300 s for every problem to come);
@@ -128,7 +129,7 @@ class TimeBudget:
         allotted = max(min(self.share(), left - over - (floor + over) * (self.problems_left - 1)), floor)
         if self.ceiling_s is not None:
             allotted = min(allotted, self.ceiling_s)
-        return max(min(allotted, left - over), 0.0)
+        return max(min(allotted, max(left - over, floor)), 0.0)  # never less than the floor while time remains
 
     def deadline(self) -> float:
         """The absolute time on `clock` at which the next problem must stop; starts that problem's clock."""

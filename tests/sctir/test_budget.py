@@ -96,6 +96,8 @@ def test_an_overrun_is_kept_for_every_later_problem_and_before_the_end():
     one_left.clock.now = one_left.deadline() + 50.0
     one_left.done()
     assert one_left.allotment() == pytest.approx(one_left.remaining() - 50.0)  # ends its overrun before the end
+    one_left.clock.now = one_left.end - 30.0  # less time left than the overrun seen: the last one still gets it all
+    assert one_left.allotment() == pytest.approx(30.0)
 
 
 def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
