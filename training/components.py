@@ -105,7 +105,14 @@ def load_rows(data_args: DataArguments):
 
 
 def render_texts(dataset, tokenizer):
-    """Each row (NuminaMath-CoT/-TIR `messages`, or `problem`/`solution`) as one `text` rendered by the template."""
+    """Each row (NuminaMath-CoT/-TIR `messages`, or `problem`/`solution`) as one `text` rendered by the template.
+
+    Rows with `input`/`output` (JiuZhang3.0's schema, `numina_kit.data.jiuzhang`) are raw text: they become TRL's
+    `prompt`/`completion`, trained without a chat template and with the loss on the completion only.
+    """
+    if {"input", "output"} <= set(dataset.column_names):
+        extra = [c for c in dataset.column_names if c not in ("input", "output")]
+        return dataset.remove_columns(extra).rename_columns({"input": "prompt", "output": "completion"})
 
     def render(row: dict) -> dict:
         return {"text": tokenizer.apply_chat_template(to_messages(row), tokenize=False)}
