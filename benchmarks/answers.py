@@ -1,4 +1,4 @@
-"""Benchmark of numina_kit.answers.extract, numina_kit.answers.equivalence and numina_kit.sctir.voting against baselines run alongside.
+"""Benchmark of numina_kit.answers (extraction, equivalence) and numina_kit.sctir.voting against baselines run alongside.
 
 - Extraction on ../shared/data/tir_traces_sample.jsonl: agreement with ToRA's recorded `model_pred`, against a
   Numina-style extraction that reads only the last 100 characters; non-integers that Numina's `round(float(x))`
@@ -22,14 +22,13 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _results import markdown_table, write_section  # noqa: E402
 
-from numina_kit.answers.extract import extract_answer, extract_boxed, is_equivalent, parse_integer  # noqa: E402
+from numina_kit.answers import extract_answer, extract_boxed, is_equivalent, parse_integer  # noqa: E402
 from numina_kit.sctir.voting import ConsistencyRule, majority_vote  # noqa: E402
-from tests.answers.test_real_data import answers_agree, equivalent_forms, load_rows  # noqa: E402
+from numina_kit.testing import answers_agree, equivalent_forms, load_rows  # noqa: E402
 
 
 DATA = REPO.parent / "shared" / "data"
@@ -55,7 +54,7 @@ def numina_tail_answer(text: str) -> str | None:
 
 
 def numina_integer(answer: str | None) -> int:
-    """Numina's filter: `round(float(x))`, -1 when that fails (numina.md §2)."""
+    """Numina's filter in its AIMO-1 notebook: `round(float(x))`, -1 when that fails."""
     try:
         return round(float(answer))  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -174,7 +173,7 @@ def equivalence_section() -> str:
     )
     return (
         f"### Equivalence on `math500.jsonl`\n\n{len(pairs)} (answer, rewritten form) pairs from "
-        "`tests/test_answers_data.py::equivalent_forms` (`$...$`, `\\boxed{}`, `\\frac`/`\\dfrac`, spacing, "
+        "`numina_kit.testing.equivalent_forms` (`$...$`, `\\boxed{}`, `\\frac`/`\\dfrac`, spacing, "
         f"`\\left(`/`\\right)`, `(a)/(b)`), and {len(different)} pairs of consecutive different answers. "
         "Times are per call, warm (worker forked, math-verify imported); the negative pairs are where the "
         "symbolic path runs.\n\n"

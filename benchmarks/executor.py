@@ -3,15 +3,18 @@
 Measures: the median per-call latency of a typical sympy block through `run_code` against the spawn-per-call
 baseline with the same imports; the wall time of 48 such blocks through `run_codes` (one SC-TIR round); and, when
 ../shared/data is present, the replay of every code block of the ToRA traces (how many reproduce, how long it takes,
-and why each miss does not). Writes the `executor` section of docs/benchmarks.md.
+and why each miss does not); with `--base-tree`, `run_code`'s per-call latency against another checkout's sandbox
+(e.g. `git worktree add /tmp/sandbox-base main`), both running at once and timed in alternation. Writes the
+`executor` section of docs/benchmarks.md.
 
-    python benchmarks/executor.py [--reps 30] [--baseline-reps 15]
+    python benchmarks/executor.py [--reps 30] [--baseline-reps 15] [--base-tree /tmp/sandbox-base]
 """
 
 import argparse
 import contextlib
 import gc
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -21,13 +24,14 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.sandbox.pool import DEFAULT_PREAMBLE, ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
 from numina_kit.sandbox.worker import WARMUP  # noqa: E402
+from numina_kit.testing import load_trace_blocks, reproduces  # noqa: E402
 
 
 SHARED_DATA = Path(os.environ.get("NUMINA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -74,7 +78,7 @@ KNOWN_MISSES = {
     "the message; our compact traceback does not, so this one usually reproduces",
     "math-train-4251-0": "1024 symbolic `floor(log(N, 2))` evaluations: about 10-12 s measured on this machine at "
     "load average 10, so it exceeds the 5 s timeout only on a busy machine (it reproduces when the machine is idle "
-    "enough, as in the data README's run)",
+    "enough)",
 }
 
 
@@ -136,9 +140,7 @@ def measure_latency(codes: list[str], reps: int, baseline_reps: int) -> tuple[fl
 
 def trace_blocks() -> list[str]:
     """Every sympy-using code block of the trace sample that runs cleanly: what "a typical sympy block" looks like."""
-    from tests.sandbox.test_replay import load_blocks
-
-    blocks = [code for trace, _, code, out in load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
+    blocks = [code for trace, _, code, out in load_trace_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
     blocks = [code for code in blocks if "sympy" in code]
     results = run_codes(blocks)
     return [code for code, result in zip(blocks, results, strict=True) if result.ok]
@@ -157,11 +159,59 @@ def measure_batch(codes: list[str], rounds: int) -> list[float]:
     return times
 
 
+# Times `run_code` in a checkout given by its working directory: the codes come as one JSON line, then each line
+# "N" asks for N timed calls (cycling through the codes), answered with a JSON list of seconds.
+LATENCY_PROBE = """
+import json, sys, time
+from numina_kit.sandbox.pool import run_code
+codes = json.loads(sys.stdin.readline())
+run_code("1")
+print(json.dumps(__import__("numina_kit").__file__), flush=True)
+for line in sys.stdin:
+    times = []
+    for i in range(int(line)):
+        started = time.perf_counter()
+        run_code(codes[i % len(codes)])
+        times.append(time.perf_counter() - started)
+    print(json.dumps(times), flush=True)
+"""
+
+
+def compare_trees(base: Path, codes: list[str], rounds: int, calls: int) -> tuple[list[float], list[float]]:
+    """`run_code` seconds per call in the `base` checkout and in this one: both sandboxes started, then timed in
+    alternating rounds of `calls` calls, so that both see the same machine load."""
+    probes = []
+    for tree in (base, REPO):
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        probe = subprocess.Popen(
+            [sys.executable, "-c", LATENCY_PROBE], cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        probe.stdin.write(json.dumps(codes) + "\n")
+        probe.stdin.flush()
+        loaded = Path(json.loads(probe.stdout.readline())).resolve()
+        assert loaded.is_relative_to(tree.resolve()), f"{tree} imported numina_kit from {loaded}"
+        probes.append(probe)
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for probe, seconds in zip(probes, times, strict=True):
+            probe.stdin.write(f"{calls}\n")
+            probe.stdin.flush()
+            seconds += json.loads(probe.stdout.readline())
+    for probe in probes:
+        probe.stdin.close()
+        probe.wait(timeout=60)
+    return times[0], times[1]
+
+
+def git_short(tree: Path) -> str:
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or str(tree)
+
+
 def measure_replay() -> tuple[str, int, int, float]:
     """Replay every block of the trace sample; return a Markdown table of the misses and the counts."""
-    from tests.sandbox.test_replay import load_blocks, reproduces
-
-    blocks = load_blocks(SHARED_DATA / "tir_traces_sample.jsonl")
+    blocks = load_trace_blocks(SHARED_DATA / "tir_traces_sample.jsonl")
     started = time.perf_counter()
     with Sandbox(ExecutorConfig(timeout=5.0)) as sandbox:
         results = sandbox.run_many([code for _, _, code, _ in blocks])
@@ -181,6 +231,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=40, help="run_code calls to time")
     parser.add_argument("--baseline-reps", type=int, default=15, help="spawn-per-call runs to time")
     parser.add_argument("--batch-rounds", type=int, default=7, help="rounds of 48 blocks through run_codes")
+    parser.add_argument("--base-tree", type=Path, help="another checkout whose run_code latency to compare with")
+    parser.add_argument("--base-rounds", type=int, default=8, help="alternating rounds of the --base-tree comparison")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -245,6 +297,22 @@ def main() -> int:
         f"Load average (1 min) {load_before:.1f} before and {load_after:.1f} after on {os.cpu_count()} cores: when "
         "it is above 0, other jobs shared the machine and every figure above includes their contention.",
     ]
+    if args.base_tree is not None:
+        rows = []
+        for name, codes in cases[:2]:
+            base, ours = compare_trees(args.base_tree, codes, args.base_rounds, 20)
+            rows.append([name, f"{statistics.median(base) * 1000:.1f} ms", f"{statistics.median(ours) * 1000:.1f} ms",
+                         f"{statistics.mean(base) * 1000:.1f} / {statistics.mean(ours) * 1000:.1f} ms"])  # fmt: skip
+        body += [
+            "",
+            f"### Against the sandbox of commit `{git_short(args.base_tree)}`",
+            "",
+            f"`run_code` per call in that commit's checkout and in this one, both sandboxes started side by side "
+            f"({os.cpu_count()} workers each) and timed in {args.base_rounds} alternating rounds of 20 calls each, "
+            "so that both see the same load:",
+            "",
+            markdown_table(["block", "base: median", "this tree: median", "mean (base / this tree)"], rows),
+        ]
     if (SHARED_DATA / "tir_traces_sample.jsonl").exists():
         table, reproduced, total, elapsed = measure_replay()
         body += [

@@ -19,7 +19,8 @@ from pathlib import Path
 from _results import markdown_table, write_section
 
 from numina_kit.data.problems import Problem
-from numina_kit.kaggle.serving import serve as kaggle
+from numina_kit.kaggle import serving
+from numina_kit.kaggle.predict import make_predict
 from numina_kit.sctir.budget import TimeBudget
 
 
@@ -41,7 +42,7 @@ def time_serving(num_problems: int, folder: Path) -> list[list[object]]:
     bare = (time.perf_counter() - started) / num_problems
 
     budget = TimeBudget(total_s=3600, num_problems=num_problems, reserve_s=0, floor_s=0, ceiling_s=3600)
-    predict = kaggle.make_predict(instant_solver, competition="aimo1", budget=budget)
+    predict = make_predict(instant_solver, competition="aimo1", budget=budget)
     started = time.perf_counter()
     for problem in problems:
         predict(problem.id, problem.problem)
@@ -51,11 +52,11 @@ def time_serving(num_problems: int, folder: Path) -> list[list[object]]:
     rows.append(
         ["`make_predict` (watchdog, budget, reply frame)", f"{wrapped * 1e3:.3f}", f"{(wrapped - bare) * 1e3:.3f}"]
     )
-    gateways = ["stand-in"] + (["kaggle"] if kaggle.import_server("aimo2") is not None else [])
+    gateways = ["stand-in"] + (["kaggle"] if serving.import_server("aimo2") is not None else [])
     for gateway in gateways:
-        predict = kaggle.make_predict(instant_solver, competition="aimo2")
+        predict = make_predict(instant_solver, competition="aimo2")
         started = time.perf_counter()
-        run = kaggle.run_local(predict, path, "aimo2", out_dir=folder / gateway, gateway=gateway)
+        run = serving.run_local(predict, path, "aimo2", out_dir=folder / gateway, gateway=gateway)
         whole = (time.perf_counter() - started) / num_problems
         assert run.score is not None and run.score.total == num_problems
         name = "Kaggle `kaggle_evaluation` 0.3.0 gateway (gRPC)" if gateway == "kaggle" else "stand-in gateway"
@@ -79,7 +80,7 @@ def time_lateness(trials: int, slot_s: float = 0.2, overrun_s: float = 0.5) -> l
     alone = [late(lambda budget: sleepy_solver("What is 1 + 1?", budget.deadline())) for _ in range(trials)]
     wrapped = []
     for _ in range(trials):
-        wrapped.append(late(lambda budget: kaggle.make_predict(sleepy_solver, budget=budget)("a", "What is 1 + 1?")))
+        wrapped.append(late(lambda budget: make_predict(sleepy_solver, budget=budget)("a", "What is 1 + 1?")))
         time.sleep(slot_s + overrun_s)  # let the abandoned solve finish before the next trial
     return [
         ["solver alone (baseline)", f"{statistics.median(alone) * 1e3:.1f}", f"{max(alone) * 1e3:.1f}"],

@@ -24,7 +24,7 @@ from pathlib import Path
 from components import RECIPES, run_script
 from trl import TrlParser
 
-from numina_kit.answers.extract import extract_answer, parse_integer
+from numina_kit.answers import extract_answer, parse_integer
 from numina_kit.data.decontamination import DEFAULT_N, build_index
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize

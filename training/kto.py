@@ -14,7 +14,7 @@ Usage:
         training/kto.py --config training/recipes/deepseek-math-7b/kto.yaml
 
 The phases: 1) sample `num_samples` candidates per problem with `numina_kit.sctir.loop.solve` (the same generation and
-sandboxed code execution as inference), 2) label each by `numina_kit.answers.extract.is_equivalent` against the reference,
+sandboxed code execution as inference), 2) label each by `numina_kit.answers.judge` against the reference,
 3) weigh desirable and undesirable examples so they count equally, 4) train and save.
 """
 
@@ -75,10 +75,10 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
     A candidate is desirable when it finished with an answer equivalent to the reference; candidates that wrote
     no answer, a wrong one, or ran out of rounds are undesirable. Empty candidates are dropped.
     """
-    from numina_kit.answers.extract import is_equivalent
+    from numina_kit.answers import GENERAL, judge
     from numina_kit.models.load import load_generator
     from numina_kit.sandbox.pool import Sandbox
-    from numina_kit.sctir.loop import SCTIRConfig, solve
+    from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve
 
     config = SCTIRConfig(
         num_candidates=sampling.num_samples,
@@ -96,8 +96,8 @@ def sample_completions(problems: list[dict], model_path: str, sampling: Sampling
             for candidate in solution.candidates:
                 if not candidate.text.strip():
                     continue
-                correct = candidate.voted and candidate.raw_answer is not None
-                correct = correct and is_equivalent(str(problem["answer"]), candidate.raw_answer)
+                answered = candidate.status is CandidateStatus.ANSWERED  # judged on what it wrote, any rule
+                correct = answered and judge(str(problem["answer"]), candidate.raw_answer, GENERAL)
                 rows.append(
                     {
                         "id": problem.get("id"),

@@ -5,9 +5,9 @@ two plain numbers compared as exact fractions) and sends the rest to one persist
 and reused, that runs math-verify with its own signal-based timeouts switched off. The caller waits on a pipe with
 a deadline; when it passes, the worker is killed (SIGKILL) and a fresh one is forked on the next call. This works
 from any thread (the Kaggle API calls `predict` from a worker thread, where `signal.alarm` raises) and survives a
-sympy call that never returns, such as comparing `5^{5^{5^5}}` with 3 (math-verify #65; peers.md §7).
+sympy call that never returns, such as comparing `5^{5^{5^5}}` with 3 (github.com/huggingface/Math-Verify issue 65).
 
-Known false verdicts of math-verify that are fixed here (ecosystem.md §6):
+Known false verdicts of math-verify (github.com/huggingface/Math-Verify issues 14 and 60) that are fixed here:
 - Tiny exact numbers compared after rounding: `1/2004!` equals `1/2006!` in math-verify. Inside the worker,
   math-verify's numeric comparison is wrapped so that two exact constants (no symbols, no floats) are compared
   exactly (rationals) or to 30 significant digits relative to their size (irrationals), never after rounding.
@@ -19,17 +19,17 @@ Known false verdicts of math-verify that are fixed here (ecosystem.md §6):
 
 import atexit
 import logging
-import multiprocessing
 import os
 import re
 import signal
 import threading
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from numina_kit.answers.extract import exact_value, strip_math
+from numina_kit.answers.extract import strip_math
+from numina_kit.answers.numbers import exact_value
+from numina_kit.sandbox.protocol import Pipe, pipe_pair
 
 
 __all__ = ["MAX_SYMBOLIC_CHARS", "is_equivalent"]
@@ -111,7 +111,7 @@ class _Worker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._conn: Connection | None = None
+        self._pipe: Pipe | None = None
 
     def judge(self, gold: str, candidate: str, deadline: float) -> bool:
         """The worker's verdict, or False when it is not back by `deadline` (on `time.monotonic()`)."""
@@ -121,55 +121,52 @@ class _Worker:
         try:
             for attempt in range(2):  # a worker found dead (OOM killer, a stray signal) is replaced once
                 try:
-                    if self._conn is None:
+                    if self._pipe is None:
                         self._start()
-                    assert self._conn is not None
-                    self._conn.send((gold, candidate))
-                    remaining = deadline - time.monotonic()
-                    if remaining > 0 and self._conn.poll(remaining):
-                        return bool(self._conn.recv())
+                    self._pipe.send([gold, candidate])
+                    verdict = self._pipe.receive(deadline)
+                except (OSError, ValueError):
+                    verdict = None
+                if verdict is not None:
+                    return bool(verdict)
+                self.stop()
+                if time.monotonic() >= deadline:
                     logger.info("equivalence check ran out of time; restarting its worker")
-                    self.stop()
                     return False
-                except (OSError, EOFError):
-                    logger.info("equivalence worker died (attempt %d); restarting it", attempt + 1)
-                    self.stop()
+                logger.info("equivalence worker died (attempt %d); restarting it", attempt + 1)
             return False
         finally:
             self._lock.release()
 
     def _start(self) -> None:
-        parent_end, child_end = multiprocessing.Pipe()
+        ours, theirs = pipe_pair()
         pid = os.fork()
         if pid == 0:  # the worker: serve until the pipe closes, and never return into the caller's stack
             try:
-                parent_end.close()
-                _serve(child_end)
+                ours.close()
+                _serve(theirs)
             finally:
                 os._exit(0)
-        child_end.close()
-        self._pid, self._conn = pid, parent_end
+        theirs.close()
+        self._pid, self._pipe = pid, ours
 
     def stop(self) -> None:
         """Kill the worker process (if any) and forget it; the next call forks a new one."""
-        if self._conn is not None:
-            self._conn.close()
+        if self._pipe is not None:
+            self._pipe.close()
         if self._pid is not None:
             try:
                 os.kill(self._pid, signal.SIGKILL)
                 os.waitpid(self._pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-        self._pid, self._conn = None, None
+        self._pid, self._pipe = None, None
 
     def forget_after_fork(self) -> None:
         """In a forked child of the caller: close the inherited pipe without touching the parent's worker."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except OSError:
-                pass
-        self._pid, self._conn = None, None
+        if self._pipe is not None:
+            self._pipe.close()
+        self._pid, self._pipe = None, None
 
 
 _WORKER: _Worker | None = None
@@ -232,22 +229,24 @@ _WARM_UP = [
 ]
 
 
-def _serve(conn: Connection) -> None:
-    """The worker's loop: receive (gold, candidate), send a verdict, until the caller closes the pipe."""
+def _serve(pipe: Pipe) -> None:
+    """The worker's loop: receive [gold, candidate], send a verdict, until the caller closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the caller, which owns this process's lifetime
     logging.disable(logging.CRITICAL)
     _cap_memory(_WORKER_MEMORY_BYTES)
     _patch_numeric_comparison()
     while True:
         try:
-            gold, candidate = conn.recv()
-        except (EOFError, OSError):
+            message = pipe.receive()
+        except (OSError, ValueError):
+            return
+        if message is None:
             return
         try:
-            verdict = _judge(gold, candidate)
+            verdict = _judge(*message)
         except BaseException:
             verdict = False
-        conn.send(verdict)
+        pipe.send(verdict)
 
 
 def _cap_memory(extra_bytes: int) -> None:

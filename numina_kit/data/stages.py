@@ -18,7 +18,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from numina_kit.answers.extract import extract_boxed
+from numina_kit.answers import extract_boxed
 from numina_kit.data.corpus import Text
 from numina_kit.errors import InputError
 from numina_kit.prompts import CODE_START, OUTPUT_START, render_prompt

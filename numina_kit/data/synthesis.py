@@ -8,8 +8,8 @@ released:
    writes until a code block closes, the code runs in the sandbox, its output is appended, and the teacher
    continues, for at most `max_rounds` generations. A teacher is any `Generator`: `teacher.HTTPTeacher` (an
    OpenAI-compatible server) or an in-process model.
-3. Keep the solution when its `\\boxed{}` answer matches the reference (`matches_reference`). A solution must have
-   run code; a truncated one is not kept.
+3. Keep the solution when its `\\boxed{}` answer matches the reference (`numina_kit.answers.judge`, general rule:
+   integers exactly, anything else by equivalence). A solution must have run code; a truncated one is not kept.
 4. A problem whose attempt failed is tried again, up to `passes` attempts in all.
 
 Up to `concurrency` attempts run at once, each in a thread. An HTTP teacher takes their requests concurrently (a
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from numina_kit.answers.extract import is_equivalent, parse_integer
+from numina_kit.answers import GENERAL, judge
 from numina_kit.data.decontamination import NgramIndex, decontaminate
 from numina_kit.data.jsonl import write_json
 from numina_kit.data.ledger import KEPT, Ledger, OutputPaths
@@ -40,7 +40,7 @@ from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, Generator, SamplingParams
 from numina_kit.prompts import render_messages
 from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox
-from numina_kit.sctir.loop import GENERAL, CandidateStatus, SCTIRConfig, solve
+from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve
 
 
 __all__ = ["KEPT", "OutputPaths", "SynthesisConfig", "attempt", "summarize", "synthesize"]
@@ -88,14 +88,6 @@ class SynthesisConfig:
             executor=ExecutorConfig(timeout=self.code_timeout_s),
             seed=seed,
         )
-
-
-def matches_reference(reference: str, answer: str, *, timeout: float = 2.0) -> bool:
-    """Whether a written answer matches the reference: exactly for an integer reference, else by equivalence."""
-    gold = parse_integer(reference)
-    if gold is not None:
-        return parse_integer(answer) == gold
-    return is_equivalent(reference, answer, timeout=timeout)
 
 
 def attempt_seed(seed: int | None, problem_id: str, pass_: int) -> int | None:
@@ -174,7 +166,7 @@ def attempt(
         record["answer"] = candidate.raw_answer
         if meter.last is not None and meter.last.finish_reason == "length":
             record["outcome"] = "truncated"
-        elif matches_reference(problem.answer or "", candidate.raw_answer, timeout=config.answer_timeout_s):
+        elif judge(problem.answer or "", candidate.raw_answer, GENERAL, timeout=config.answer_timeout_s):
             record["outcome"] = KEPT
             record["problem"] = problem.problem
             record["solution"] = candidate.text

@@ -9,14 +9,15 @@ inserts it where none was written), and rejects the solution when:
 - a block fails (`code error`) or runs out of time (`code timeout`): the prose after it was written for an output
   that did not happen;
 - the final `\\boxed{}` answer disagrees with the last output (`\\boxed disagrees with the output`): it appears
-  there as a whole token, or the boxed decimal is a printed number rounded, or `is_equivalent` says so;
+  there as a whole token, or the boxed decimal is a printed number rounded, or the answer judge
+  (`numina_kit.answers.judge`, general rule) accepts it against the last printed line;
 - no block printed anything (`no output`), so the answer cannot be checked.
 """
 
 import re
 from dataclasses import dataclass
 
-from numina_kit.answers.extract import extract_boxed, is_equivalent
+from numina_kit.answers import GENERAL, extract_boxed, judge
 from numina_kit.data.stages import Rejected, split_blocks
 from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_output
 from numina_kit.sandbox.pool import Sandbox
@@ -109,4 +110,4 @@ def answer_agrees(boxed: str, output: str, *, timeout: float = 2.0) -> bool:
         if any(abs(float(number) - float(value)) <= tolerance for number in _NUMBER.findall(text)):
             return True
     last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
-    return bool(last) and len(last) <= 200 and is_equivalent(value, last, timeout=timeout)
+    return bool(last) and len(last) <= 200 and judge(last, value, GENERAL, timeout=timeout)

@@ -1,133 +1,39 @@
 """Evaluation: run SC-TIR over a problem set with reference answers and score it, for one or more seeds.
 
-`python -m numina_kit evaluate --model PATH --data FILE [--num-candidates 48 --max-rounds 4 --limit K --seeds 1,2,3
---out DIR --competition aimo1|aimo2|aimo3|general --no-code --config YAML]` writes `results.json`, `report.md`,
+`python -m numina_kit evaluate --model PATH --data FILE [--config YAML --num-candidates 48 --max-rounds 4 --limit K
+--seeds 1,2,3 --out DIR --competition aimo1|aimo2|aimo3|general --no-code]` writes `results.json`, `report.md`,
 `accuracy_vs_candidates.png` and `solutions.jsonl` (every candidate of every problem) to DIR.
 
-What is measured (numina.md §4: Numina scored maj@48 at depth 4 over 5-10 seeds but never published the script):
-- maj@N: the voted answer equals the reference, per seed and averaged over seeds.
-- pass@N: some candidate's answer equals the reference (the ceiling a better vote could reach).
+What is measured (Numina reported maj@48 at depth 4 over several seeds but published no evaluation script):
+- maj@N: the voted answer is right, per seed and averaged over seeds.
+- pass@N: some candidate's answer is right (the ceiling a better vote could reach).
 - the share of valid answers that came from code (the answer is printed by the candidate's last code run).
 - time, tokens and rounds per problem, and accuracy against the number of candidates voted (subsets of the N).
 
-References are read as the files write them (`"142.0"` included). Integer competitions compare
-`to_competition_answer` of both sides (so AIMO-1 reduces AMC's `8178` to 178, as Numina's notebook did; under
-aimo2/aimo3 an out-of-range reference cannot be matched and is counted wrong); "general" compares with
-`answers.is_equivalent`.
+"Right" is `numina_kit.answers.judge` under the config's competition, on references as the files write them
+(`"142.0"` included): AIMO-1 reduces AMC's `8178` to 178; under aimo2/aimo3 an out-of-range reference cannot be
+matched; "general" compares by equivalence.
 """
 
 import argparse
 import logging
-import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-from numina_kit.answers.extract import is_equivalent, to_competition_answer
+from numina_kit.answers import GENERAL, is_equivalent, judge
 from numina_kit.data.jsonl import JsonlAppender
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.errors import InputError
+from numina_kit.eval.report import write_report
+from numina_kit.eval.results import Evaluation, ProblemResult
 from numina_kit.models.base import Generator
+from numina_kit.options import add_sctir_arguments, sctir_settings
 from numina_kit.sandbox.pool import Sandbox
-from numina_kit.sctir.loop import GENERAL, SCTIRConfig, Solution, solve
-from numina_kit.sctir.voting import majority_vote
+from numina_kit.sctir.loop import SCTIRConfig, Solution, solve
 
 
 logger = logging.getLogger(__name__)
-
-SUBSETS_PER_K = 32  # random subsets of candidates drawn per point of the accuracy-vs-candidates curve
-
-
-@dataclass
-class ProblemResult:
-    """One problem under one seed: the voted answer, whether it and any candidate were right, and the costs."""
-
-    id: str
-    seed: int
-    reference: str
-    answer: int | str
-    correct: bool
-    passed: bool  # some candidate's answer is right
-    num_valid: int  # candidates whose answer was voted
-    from_code: int  # of those, answers printed by the candidate's last code run
-    is_fallback: bool
-    rounds: int
-    stop_reason: str
-    total_s: float
-    generation_s: float
-    execution_s: float
-    generated_tokens: int
-    # one label per candidate, valid answers first in the order they finished: equivalent answers share a label;
-    # None for a candidate without a valid answer. `right_labels` are those equal to the reference.
-    labels: list[int | None] = field(default_factory=list)
-    right_labels: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Evaluation:
-    """All results of a run and the figures computed from them."""
-
-    data: str
-    model: str
-    config: SCTIRConfig
-    seeds: list[int]
-    results: list[ProblemResult]
-
-    def for_seed(self, seed: int) -> list[ProblemResult]:
-        return [r for r in self.results if r.seed == seed]
-
-    def maj(self, seed: int) -> float:
-        rows = self.for_seed(seed)
-        return sum(r.correct for r in rows) / len(rows) if rows else 0.0
-
-    def pass_at_n(self, seed: int) -> float:
-        rows = self.for_seed(seed)
-        return sum(r.passed for r in rows) / len(rows) if rows else 0.0
-
-    def summary(self) -> dict:
-        """The headline figures: maj@N and pass@N per seed and their means, code share, costs per problem."""
-        n, count = self.config.num_candidates, max(len(self.results), 1)
-        valid = sum(r.num_valid for r in self.results)
-        per_seed = {seed: {"maj": self.maj(seed), "pass": self.pass_at_n(seed)} for seed in self.seeds}
-        return {
-            "problems": len(self.results) // max(len(self.seeds), 1),
-            "num_candidates": n,
-            "max_rounds": self.config.max_rounds,
-            f"maj@{n}": sum(s["maj"] for s in per_seed.values()) / len(per_seed),
-            f"pass@{n}": sum(s["pass"] for s in per_seed.values()) / len(per_seed),
-            "per_seed": per_seed,
-            "answers_from_code": sum(r.from_code for r in self.results) / valid if valid else 0.0,
-            "valid_answers_per_problem": valid / count,
-            "fallback_share": sum(r.is_fallback for r in self.results) / count,
-            "seconds_per_problem": sum(r.total_s for r in self.results) / count,
-            "generation_s_per_problem": sum(r.generation_s for r in self.results) / count,
-            "execution_s_per_problem": sum(r.execution_s for r in self.results) / count,
-            "tokens_per_problem": sum(r.generated_tokens for r in self.results) / count,
-            "rounds_per_problem": sum(r.rounds for r in self.results) / count,
-        }
-
-    def accuracy_by_candidates(self, seed: int | None = None) -> dict[int, float]:
-        """maj@k for k = 1, 2, 4, ... N: the mean over problems of the vote of k candidates drawn without replacement.
-
-        Each point averages `SUBSETS_PER_K` random subsets per problem (k = N uses all candidates, i.e. maj@N).
-        Ties go to the answer that finished first, as in `solve`.
-        """
-        rows = self.results if seed is None else self.for_seed(seed)
-        n = self.config.num_candidates
-        ks = sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
-        rng = random.Random(0)
-        curve = {}
-        for k in ks:
-            total = 0.0
-            for row in rows:
-                draws = 1 if k == n else SUBSETS_PER_K
-                for _ in range(draws):
-                    picked = sorted(rng.sample(range(n), k)) if k < n else range(n)
-                    votes = [row.labels[i] for i in picked if i < len(row.labels) and row.labels[i] is not None]
-                    winner = majority_vote(votes).winner if votes else None
-                    total += (winner in row.right_labels) / draws
-            curve[k] = total / len(rows) if rows else 0.0
-        return curve
 
 
 def evaluate(
@@ -174,13 +80,13 @@ def score(problem: Problem, seed: int, solution: Solution, competition: str) -> 
         label = _label_of(candidate.answer, classes, competition)
         labels.append(label)
     labels += [None] * (len(solution.candidates) - len(voted))
-    right = [i for i, answer in enumerate(classes) if is_right(reference, answer, competition)]
+    right = [i for i, answer in enumerate(classes) if judge(reference, answer, competition)]
     return ProblemResult(
         id=problem.id,
         seed=seed,
         reference=reference,
         answer=solution.answer,
-        correct=not solution.is_fallback and is_right(reference, solution.answer, competition),
+        correct=not solution.is_fallback and judge(reference, solution.answer, competition),
         passed=bool(right),
         num_valid=len(voted),
         from_code=sum(c.from_code for c in voted),
@@ -194,14 +100,6 @@ def score(problem: Problem, seed: int, solution: Solution, competition: str) -> 
         labels=labels,
         right_labels=right,
     )
-
-
-def is_right(reference: str, answer: int | str, competition: str) -> bool:
-    """Whether `answer` (a competition integer, or a string for "general") matches the reference as written."""
-    if competition == GENERAL:
-        return bool(str(answer).strip()) and is_equivalent(reference, str(answer))
-    gold = to_competition_answer(reference, competition)
-    return gold is not None and answer == gold
 
 
 def _label_of(answer: int | str, classes: list[int | str], competition: str) -> int:
@@ -221,11 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="model folder (or id) for numina_kit.models.load.load_generator"
     )
     parser.add_argument("--data", required=True, help="JSONL, CSV or Parquet with problem and answer columns")
-    parser.add_argument("--config", help="SCTIRConfig YAML; the flags below override it")
-    parser.add_argument("--num-candidates", type=int, help="candidates per problem (default 48)")
-    parser.add_argument("--max-rounds", type=int, help="generation rounds per candidate (default 4)")
-    parser.add_argument("--max-new-tokens", type=int, help="tokens per round (default 2048)")
-    parser.add_argument("--competition", choices=["aimo1", "aimo2", "aimo3", GENERAL], help="answer rule")
+    add_sctir_arguments(parser)
     parser.add_argument("--no-code", action="store_true", help="do not run code; append empty output blocks")
     parser.add_argument("--limit", type=int, help="only the first K problems")
     parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds, one full run each")
@@ -236,19 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from numina_kit.eval.report import write_report
     from numina_kit.models.load import load_generator
 
-    config = SCTIRConfig.from_yaml(args.config) if args.config else SCTIRConfig()
-    overrides = {
-        "num_candidates": args.num_candidates,
-        "max_rounds": args.max_rounds,
-        "max_new_tokens": args.max_new_tokens,
-        "competition": args.competition,
-    }
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if args.no_code:
-        config = replace(config, execute_code=False)
+    settings = sctir_settings(args) | ({"execute_code": False} if args.no_code else {})
+    config = SCTIRConfig.from_dict(settings, source=str(args.config or "flags"))
     seeds = _parse_seeds(args.seeds)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")

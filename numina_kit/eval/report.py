@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from numina_kit.eval.evaluate import Evaluation
+from numina_kit.eval.results import Evaluation
 
 
 RESULTS, MARKDOWN, PLOT = "results.json", "report.md", "accuracy_vs_candidates.png"

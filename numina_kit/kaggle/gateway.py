@@ -1,14 +1,14 @@
 """Local stand-ins for Kaggle's competition APIs, for running the submission notebook away from Kaggle.
 
 Kaggle's own code (`kaggle_evaluation` for AIMO-2/3, `aimo` for AIMO-1) ships only inside each competition's data
-folder and is never copied here. These stand-ins follow the contracts written down in
-`shared/research/kaggle_api.md` so that a `predict` that passes here also passes under the real gateway:
+folder and is never copied here. These stand-ins follow the contracts of `kaggle_evaluation` 0.3.0 (AIMO-2) and
+0.9.0 (AIMO-3) and of AIMO-1's `aimo` module, so that a `predict` that passes here also passes under the real gateway:
 
-- `LocalInferenceServer` (AIMO-2/3, section 2): `polars.read_csv` of an `id,problem` file, rows in a shuffled order,
+- `LocalInferenceServer` (AIMO-2/3): `polars.read_csv` of an `id,problem` file, rows in a shuffled order,
   `predict(*row)` with one one-row `polars.Series` per CSV column, called one at a time from a worker thread (never
   the main thread), each reply checked to be a one-row frame with the `id` sent back, any exception fatal, and
   `submission.parquet` written at the end.
-- `LocalAimoEnv` (AIMO-1, section 1): `iter_test()` yields one-row pandas frames `test` (`id`, `problem`) and
+- `LocalAimoEnv` (AIMO-1): `iter_test()` yields one-row pandas frames `test` (`id`, `problem`) and
   `sample_submission` (`id`, `answer`); `predict(sample_submission)` must be called once per item before the next
   one; `submission.csv` is written at the end.
 """
@@ -23,9 +23,6 @@ from pathlib import Path
 
 
 logger = logging.getLogger(__name__)
-
-# AIMO-2's gateway gives every call after the first 30 minutes (kaggle_api.md §2.4); AIMO-3's is effectively none.
-AIMO2_RESPONSE_TIMEOUT_S = 30 * 60
 
 
 class GatewayError(RuntimeError):

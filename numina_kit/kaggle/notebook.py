@@ -1,10 +1,11 @@
 """`python -m numina_kit notebook`: run the submission notebook headless, in local mode, with papermill.
 
 The same `notebooks/submission.ipynb` that is pushed to Kaggle runs here unchanged: papermill injects the
-parameters (model, problem file, N, M, budget) after its `parameters` cell and executes it in `--out`, which then
-holds the executed notebook, `test.csv`, the submission file, `answers.jsonl` and, when the problems carry
-reference answers, `score.json`. The defaults are a small CPU run (30 s per problem); pass the Kaggle settings to reproduce a
-submission locally (`--num-candidates 48 --max-rounds 4 --max-new-tokens 2048`).
+parameters (model, problem file, SC-TIR settings, budget) after its `parameters` cell and executes it in `--out`,
+which then holds the executed notebook, `test.csv`, the submission file, `answers.jsonl`, the SC-TIR settings used
+(`sctir.yaml`) and, when the problems carry reference answers, `score.json`. The SC-TIR settings are read as
+`evaluate` reads them (`numina_kit.options`): the default recipe is `configs/cpu_demo.yaml`, a small CPU run; pass
+`--config configs/aimo1_t4.yaml` for Numina's Kaggle settings (48 x 4 x 2048).
 """
 
 import argparse
@@ -12,28 +13,30 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from numina_kit.answers import competition_rule
 from numina_kit.data.jsonl import write_jsonl
 from numina_kit.errors import InputError
+from numina_kit.options import add_sctir_arguments, sctir_settings
+from numina_kit.sctir.loop import SCTIRConfig
 
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "submission.ipynb"
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "notebooks" / "submission.ipynb"
+DEFAULT_RECIPE = REPO / "configs" / "cpu_demo.yaml"
+SECONDS_PER_PROBLEM = 30.0  # the default budget of a local run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder (e.g. models/tiny-tir)")
     parser.add_argument("--problems", required=True, help="JSONL/CSV/Parquet problem file (id, problem[, answer])")
     parser.add_argument("--out", required=True, help="output folder for the executed notebook and submission")
-    parser.add_argument("--competition", default="aimo1", choices=["aimo1", "aimo2", "aimo3"])
-    parser.add_argument("--num-candidates", type=int, default=8, help="N, candidates per problem (Kaggle: 48)")
-    parser.add_argument("--max-rounds", type=int, default=4, help="M, rounds per candidate (Kaggle: 4)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per round (Kaggle: 2048)")
+    add_sctir_arguments(parser, recipe=DEFAULT_RECIPE)
     parser.add_argument(
-        "--max-context-tokens", type=int, default=None, help="prompt + solution limit (default: the model's, <= 4096)"
+        "--budget-s",
+        type=float,
+        default=None,
+        help=f"whole-run budget (default: {SECONDS_PER_PROBLEM:g} s per problem)",
     )
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--recipe", default=None, help="an SC-TIR YAML that replaces the settings above")
-    parser.add_argument("--budget-s", type=float, default=None, help="whole-run budget (default: 30 s per problem)")
     parser.add_argument("--reserve-s", type=float, default=None, help="budget kept back (default: 10%% of it)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems of the file")
     parser.add_argument("--gateway", default="auto", choices=["auto", "kaggle", "stand-in"])
@@ -54,14 +57,14 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     problems_file = Path(args.problems).resolve()
     if args.limit is not None:
-        problems_file = _write_subset(problems, out / "problems.jsonl")
+        problems_file = write_jsonl([asdict(p) for p in problems], out / "problems.jsonl")
     parameters = build_parameters(args, num_problems=len(problems), problems_file=problems_file, out=out)
     print(f"running {notebook} on {len(problems)} problems -> {out}")
     execute(notebook, out / notebook.name, parameters, cwd=out, timeout=args.timeout)
     score_file = out / "score.json"
     if score_file.is_file():
         score = json.loads(score_file.read_text())
-        print(f"score: {score['correct']}/{score['total']} = {score['accuracy']:.1%} ({args.competition})")
+        print(f"score: {score['correct']}/{score['total']} = {score['accuracy']:.1%} ({parameters['COMPETITION']})")
     print(f"submission and executed notebook in {out}")
     return 0
 
@@ -69,31 +72,36 @@ def run(args: argparse.Namespace) -> int:
 def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_file: Path, out: Path) -> dict:
     """The values papermill injects into the notebook's `parameters` cell, from the command's options.
 
-    The context limit defaults to the model's own (`max_position_embeddings`, at most 4096), read from its folder.
+    The SC-TIR settings (recipe, then flags) are written to `out/sctir.yaml`, passed as the notebook's `RECIPE`, and
+    also injected one by one so the executed notebook shows them. The context limit defaults to the model's own
+    (`max_position_embeddings`, at most 4096), read from its folder.
     """
+    import yaml
+
     from numina_kit.models.load import context_length, read_model_config
 
-    max_context = args.max_context_tokens
-    if max_context is None:
-        max_context = context_length(read_model_config(args.model))
-    budget_s = args.budget_s if args.budget_s is not None else 30.0 * num_problems
+    settings = sctir_settings(args)
+    if "max_context_tokens" not in settings:
+        settings["max_context_tokens"] = context_length(read_model_config(args.model))
+    config = SCTIRConfig.from_dict(settings, source=str(args.config or "flags"))
+    rule = competition_rule(config.competition, kaggle=True)
+    budget_s = args.budget_s if args.budget_s is not None else SECONDS_PER_PROBLEM * num_problems
     if budget_s <= 0:
         raise InputError(f"--budget-s must be positive, got {budget_s}")
     share = budget_s / num_problems
-    parameters = {
+    ceiling_s = max(20 * 60.0, share)
+    if rule.max_problem_s is not None:
+        ceiling_s = min(ceiling_s, rule.max_problem_s)
+    recipe = out / "sctir.yaml"
+    recipe.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+    parameters = {name.upper(): getattr(config, name) for name in SETTINGS_IN_NOTEBOOK}
+    parameters |= {
         "MODEL_PATH": str(Path(args.model).resolve()),
-        "COMPETITION": args.competition,
-        "NUM_CANDIDATES": args.num_candidates,
-        "MAX_ROUNDS": args.max_rounds,
-        "MAX_NEW_TOKENS": args.max_new_tokens,
-        "MAX_CONTEXT_TOKENS": max_context,
-        "TEMPERATURE": args.temperature,
-        "SEED": args.seed,
-        "RECIPE": str(Path(args.recipe).resolve()) if args.recipe else None,
+        "RECIPE": str(recipe),
         "TOTAL_BUDGET_S": budget_s,
         "RESERVE_S": args.reserve_s if args.reserve_s is not None else 0.1 * budget_s,
         "PROBLEM_FLOOR_S": min(60.0, share / 2),
-        "PROBLEM_CEILING_S": max(20 * 60.0, share),
+        "PROBLEM_CEILING_S": ceiling_s,
         "NUM_PROBLEMS": num_problems,
         "PROBLEMS_FILE": str(problems_file),
         "OUTPUT_DIR": str(out),
@@ -101,6 +109,18 @@ def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_fi
         "BACKEND": args.backend,
     }
     return parameters
+
+
+# SCTIRConfig fields that the notebook's parameters cell lists (as upper-case names).
+SETTINGS_IN_NOTEBOOK = [
+    "competition",
+    "num_candidates",
+    "max_rounds",
+    "max_new_tokens",
+    "max_context_tokens",
+    "temperature",
+    "seed",
+]
 
 
 def execute(notebook: Path, output: Path, parameters: dict, *, cwd: Path, timeout: float | None = None) -> None:
@@ -122,7 +142,3 @@ def execute(notebook: Path, output: Path, parameters: dict, *, cwd: Path, timeou
         raise InputError(
             f"notebook cell {error.exec_count} failed with {error.ename}: {error.evalue} (see {output})"
         ) from None
-
-
-def _write_subset(problems: list, path: Path) -> Path:
-    return write_jsonl([asdict(p) for p in problems], path)

@@ -1,7 +1,7 @@
 """`python -m numina_kit package`: everything a Kaggle submission needs offline, in three upload-ready folders.
 
 Kaggle reruns a competition notebook with the internet off, so every wheel and the model must come from attached
-datasets (numina.md §3: Numina shipped vLLM's wheels the same way). This command writes, under `--out`:
+datasets (Numina's AIMO-1 notebook installed vLLM from an attached wheel dataset the same way). This command writes, under `--out`:
 
 - `wheels/`: `pip download` of `requirements.txt` plus numina_kit's own wheel, for Kaggle's Python and platform
   (`--only-binary=:all:`, so nothing needs compiling there), the requirements file itself, and `dataset-metadata.json`;
@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from numina_kit.answers import KAGGLE_COMPETITIONS, competition_rule
 from numina_kit.errors import InputError
-from numina_kit.kaggle.serving import KAGGLE_COMPETITIONS, kaggle_competition
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,6 @@ NOTEBOOK = REPO / "notebooks" / "submission.ipynb"
 KERNEL_METADATA = REPO / "kernel-metadata.json"
 # Kaggle's image runs Ubuntu 22.04 (glibc 2.35) on x86_64; pip does not expand manylinux_2_X tags, so list them.
 DEFAULT_GLIBC = (2, 35)
-MACHINE_SHAPES = {"aimo1": "NvidiaTeslaT4", "aimo2": "NvidiaL4", "aimo3": "NvidiaH100"}
 # Training leftovers that a model dataset does not need.
 SKIPPED_MODEL_FILES = {"optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json", "rng_state.pth"}
 
@@ -122,12 +121,13 @@ def write_dataset_metadata(folder: Path, owner: str, slug: str, title: str) -> P
 
 def kernel_metadata(template: dict, *, owner: str, slug: str, competition: str, wheels: str, model: str) -> dict:
     """The repo's kernel-metadata.json with the user's ids, the datasets and the competition filled in."""
+    rule = competition_rule(competition, kaggle=True)
     metadata = dict(template)
     metadata |= {
         "id": f"{owner}/{slug}",
         "title": slug.replace("-", " "),
-        "machine_shape": MACHINE_SHAPES[competition],
-        "competition_sources": [kaggle_competition(competition).slug],
+        "machine_shape": rule.machine_shape,
+        "competition_sources": [rule.kaggle_slug],
         "dataset_sources": [f"{owner}/{wheels}", f"{owner}/{model}"],
     }
     return metadata
@@ -143,7 +143,7 @@ def stage_notebook(notebook: Path, dest: Path, parameters: dict) -> Path:
     for name, value in parameters.items():
         index = next((i for i, line in enumerate(lines) if line.startswith(f"{name} = ")), None)
         if index is None:
-            raise ValueError(f"{notebook}: the parameters cell has no {name}")
+            raise InputError(f"{notebook}: the parameters cell has no {name}")
         comment = lines[index].partition("  #")[2]
         lines[index] = f"{name} = {value!r}" + (f"  #{comment}" if comment else "")
     cell.source = "\n".join(lines)
@@ -157,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the model folder to upload (8-bit GPTQ for T4s)")
     parser.add_argument("--owner", required=True, help="your Kaggle username (dataset and kernel owner)")
     parser.add_argument("--out", default="dist/kaggle", help="output folder (default: dist/kaggle)")
-    parser.add_argument("--competition", default="aimo1", choices=list(KAGGLE_COMPETITIONS))
+    parser.add_argument("--competition", default="aimo1", choices=KAGGLE_COMPETITIONS)
     parser.add_argument("--requirements", default=str(REPO / "requirements.txt"))
     parser.add_argument("--python-version", default="3.12", help="Kaggle's Python (check: !python --version)")
     parser.add_argument("--glibc", default="2.35", help="Kaggle's glibc (Ubuntu 22.04: 2.35)")
@@ -170,6 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model, out = Path(args.model), Path(args.out)
+    rule = competition_rule(args.competition, kaggle=True)
     if not NOTEBOOK.is_file() or not KERNEL_METADATA.is_file():
         raise InputError(f"{NOTEBOOK.parent} not found: run the package command from a numina_kit checkout")
     if not model.is_dir():
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     write_dataset_metadata(model_dir, args.owner, args.model_slug, "numina_kit model")
     print(f"model: {len(staged)} files -> {model_dir}")
     if not is_quantized(model):
-        print("  note: config.json declares no quantization; a 7B model needs 8-bit GPTQ on Kaggle's T4s")
+        print(f"  note: config.json declares no quantization; check that the model fits {rule.hardware}")
 
     parameters = {
         "MODEL_PATH": f"/kaggle/input/{args.model_slug}",
@@ -213,14 +214,13 @@ def run(args: argparse.Namespace) -> int:
     (kernel_dir / "kernel-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     print(f"kernel: {notebook} and kernel-metadata.json -> {kernel_dir}")
 
-    submission_file = kaggle_competition(args.competition).submission_file
     print("\nnext steps (Kaggle CLI, logged in as the owner):")
     print(f"  kaggle datasets create -p {wheels_dir}")
     print(f"  kaggle datasets create -p {model_dir}")
     print(f"  kaggle kernels push -p {kernel_dir}")
     print(f"  kaggle kernels status {args.owner}/{args.kernel_slug}   # wait for COMPLETE; note the version number")
     print(
-        f"  kaggle competitions submit {kaggle_competition(args.competition).slug} -k {args.owner}/{args.kernel_slug}"
-        f' -v VERSION -f {submission_file} -m "numina_kit SC-TIR"'
+        f"  kaggle competitions submit {rule.kaggle_slug} -k {args.owner}/{args.kernel_slug}"
+        f' -v VERSION -f {rule.submission_file} -m "numina_kit SC-TIR"'
     )
     return 0

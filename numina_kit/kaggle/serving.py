@@ -1,31 +1,26 @@
-"""Serving SC-TIR through Kaggle's AIMO competition APIs, on Kaggle and locally.
+"""Serving a `predict` endpoint through Kaggle's AIMO competition APIs, on Kaggle and locally, and scoring it.
 
-Three APIs (shared/research/kaggle_api.md): AIMO-1's `aimo` environment loop (`make_env`, `iter_test`,
-`env.predict`, pandas frames, `submission.csv`), and AIMO-2's and AIMO-3's `kaggle_evaluation` inference servers
-(gRPC; the gateway calls `predict(id_, problem)` from a worker thread and wants a one-row `id`/`answer` frame back;
-`submission.parquet`). `serve` picks the real API when `KAGGLE_IS_COMPETITION_RERUN` is set, and otherwise runs the
-local mode: the real `kaggle_evaluation.run_local_gateway` when that package can be imported, else the stand-ins of
+Three APIs: AIMO-1's `aimo` environment loop (`make_env`, `iter_test`, `env.predict`, pandas frames,
+`submission.csv`), and AIMO-2's and AIMO-3's `kaggle_evaluation` inference servers (gRPC; the gateway calls
+`predict(id_, problem)` from a worker thread and wants a one-row `id`/`answer` frame back; `submission.parquet`).
+Both ship only inside each competition's data on Kaggle. `serve` picks the real API when
+`KAGGLE_IS_COMPETITION_RERUN` is set (Kaggle's hidden rerun), and otherwise runs the local mode: the real
+`kaggle_evaluation.run_local_gateway` when that package can be imported, else the stand-ins of
 `numina_kit.kaggle.gateway`, over a JSONL/CSV/Parquet problem file, scored when the file has reference answers.
-
-`make_predict` wraps any solver into the `predict` endpoint. It never raises: one exception inside `predict` fails
-a whole Kaggle run, so every failure becomes the competition's documented fallback answer, logged with its reason.
+The competitions' facts (slug, submission file, server class, per-call limit) come from `numina_kit.answers.COMPETITIONS`.
 """
 
 import contextlib
 import importlib
 import json
 import logging
-import numbers
 import os
 import sys
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from numina_kit.data.jsonl import write_jsonl
+from numina_kit.answers import competition_rule, to_competition_answer
 from numina_kit.errors import InputError
 
 
@@ -35,185 +30,9 @@ RERUN_VARIABLE = "KAGGLE_IS_COMPETITION_RERUN"
 KAGGLE_INPUT = Path("/kaggle/input")
 
 
-@dataclass(frozen=True)
-class KaggleCompetition:
-    """What the notebook needs to know about one AIMO competition."""
-
-    slug: str
-    time_limit_s: float
-    submission_file: str
-    server_module: str | None = None
-    server_class: str | None = None
-    response_timeout_s: float | None = None
-
-
-KAGGLE_COMPETITIONS = {
-    "aimo1": KaggleCompetition("ai-mathematical-olympiad-prize", 9 * 3600, "submission.csv"),
-    "aimo2": KaggleCompetition(
-        "ai-mathematical-olympiad-progress-prize-2",
-        5 * 3600,
-        "submission.parquet",
-        "kaggle_evaluation.aimo_2_inference_server",
-        "AIMO2InferenceServer",
-        30 * 60,
-    ),
-    "aimo3": KaggleCompetition(
-        "ai-mathematical-olympiad-progress-prize-3",
-        5 * 3600,
-        "submission.parquet",
-        "kaggle_evaluation.aimo_3_inference_server",
-        "AIMO3InferenceServer",
-    ),
-}
-
-Solver = Callable[[str, float | None], int]
-
-
-def kaggle_competition(name: str) -> KaggleCompetition:
-    """The Kaggle side of competition `name` (aimo1, aimo2, aimo3); `InputError` for any other name."""
-    if name not in KAGGLE_COMPETITIONS:
-        raise InputError(f"unknown competition {name!r}: use one of {', '.join(KAGGLE_COMPETITIONS)}")
-    return KAGGLE_COMPETITIONS[name]
-
-
 def is_rerun() -> bool:
     """Whether this is Kaggle's hidden competition rerun (the variable only needs to be set)."""
     return bool(os.getenv(RERUN_VARIABLE))
-
-
-def fallback_answer(competition: str) -> int:
-    """The answer given when SC-TIR cannot answer: `numina_kit.answers.extract.COMPETITIONS[name].fallback`."""
-    from numina_kit.answers.extract import COMPETITIONS as RULES
-
-    return RULES[competition].fallback
-
-
-def in_range(answer: object, competition: str) -> bool:
-    """Whether `answer` is a valid submission: an integer (numpy's too) within the competition's range."""
-    from numina_kit.answers.extract import COMPETITIONS as RULES
-
-    rule = RULES[competition]
-    return isinstance(answer, numbers.Integral) and not isinstance(answer, bool) and rule.low <= answer <= rule.high
-
-
-def make_solver(generator, config, *, executor=None) -> Solver:
-    """A solver for `make_predict`: SC-TIR (`numina_kit.sctir.loop.solve`) with this generator, config and sandbox."""
-    from numina_kit.sctir.loop import solve
-
-    def solver(problem: str, deadline: float | None) -> int:
-        solution = solve(problem, generator, config, executor=executor, deadline=deadline)
-        logger.info(
-            "sctir: answer %s after %d rounds (%s), votes %s%s",
-            solution.answer,
-            solution.rounds,
-            solution.stop_reason,
-            solution.votes[:3],
-            ", no valid candidate" if solution.is_fallback else "",
-        )
-        return solution.answer
-
-    return solver
-
-
-@dataclass
-class AnswerRecord:
-    """How one problem was answered: by the solver, or by the fallback and why."""
-
-    id: object
-    answer: int
-    source: str
-    reason: str = ""
-    seconds: float = 0.0
-
-
-def make_predict(
-    solver: Solver,
-    *,
-    competition: str = "aimo1",
-    budget=None,
-    grace_s: float = 5.0,
-    clock: Callable[[], float] = time.monotonic,
-    records: list[AnswerRecord] | None = None,
-) -> Callable:
-    """The `predict(id_, problem, *rest)` endpoint for every AIMO API; it never raises and always answers in range.
-
-    `solver(problem_text, deadline)` returns an int; it is told to finish `grace_s` before the budget's deadline
-    (`budget.deadline()`, absolute on `clock`), and `predict` stops waiting for it at the deadline itself, so the
-    answer arrives in time even when the solver overruns. A solve still running from an earlier problem is waited
-    for (at most until this problem's deadline) so that two never share the model. Any failure - an exception, an
-    answer out of range, an empty or non-text problem, a deadline already past - gives `fallback_answer`, logged
-    with its reason and appended to `records` when given. `id_` and `problem` may be polars or pandas Series of one
-    row or plain values; the reply is a one-row polars frame `{"id": id, "answer": int}`.
-    """
-    import polars as pl
-
-    kaggle_competition(competition)
-    fallback = fallback_answer(competition)
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="numina-solve")
-    state: dict[str, Future | None] = {"running": None}
-    lock = threading.Lock()
-
-    def answer(text: object) -> tuple[int, str, str]:
-        deadline = budget.deadline() if budget is not None else None
-        if not isinstance(text, str) or not text.strip():
-            return fallback, "fallback", f"problem is not non-empty text: {text!r:.60}"
-        if deadline is not None and deadline - clock() <= 0:
-            return fallback, "fallback", "deadline already passed"
-        running = state["running"]
-        if running is not None and not running.done():
-            with contextlib.suppress(Exception):
-                running.result(timeout=None if deadline is None else max(0.0, deadline - clock()))
-            if not running.done():
-                return fallback, "fallback", "the previous problem's solve is still running"
-        soft_deadline = None if deadline is None else deadline - grace_s
-        future = state["running"] = worker.submit(solver, text, soft_deadline)
-        try:
-            result = future.result(timeout=None if deadline is None else max(0.0, deadline - clock()))
-        except TimeoutError:
-            if not future.done():
-                return fallback, "fallback", "solver missed the deadline"
-            return fallback, "fallback", "solver raised TimeoutError"
-        except Exception as error:
-            return fallback, "fallback", f"solver raised {type(error).__name__}: {error}"
-        if not in_range(result, competition):
-            return fallback, "fallback", f"solver answer {result!r:.60} is not an int in range"
-        return int(result), "solver", ""
-
-    def predict(id_, problem, *rest):
-        started = clock()
-        pid = _first(id_)
-        with lock:
-            try:
-                value, source, reason = answer(_first(problem))
-            except Exception as error:  # anything left, e.g. a broken budget: still answer
-                value, source, reason = fallback, "fallback", f"{type(error).__name__}: {error}"
-            finally:
-                if budget is not None:
-                    with contextlib.suppress(Exception):
-                        budget.done()
-        try:
-            record = AnswerRecord(id=pid, answer=value, source=source, reason=reason, seconds=clock() - started)
-            if records is not None:
-                records.append(record)
-            if source == "fallback":
-                logger.warning("problem %s: fallback answer %d (%s)", pid, value, reason)
-            else:
-                logger.info("problem %s: answer %d in %.1f s", pid, value, record.seconds)
-        except Exception:  # bookkeeping must not cost the answer
-            pass
-        return pl.DataFrame({"id": [pid], "answer": [value]}, schema_overrides={"answer": pl.Int64})
-
-    return predict
-
-
-def _first(value: object) -> object:
-    """The single value of a one-row polars/pandas Series (or the value itself); None when there is none."""
-    if isinstance(value, str | int | float) or value is None:
-        return value
-    try:
-        return list(value)[0]
-    except Exception:
-        return None
 
 
 def run_aimo_env(env, predict: Callable) -> int:
@@ -230,32 +49,37 @@ def run_aimo_env(env, predict: Callable) -> int:
 def import_server(competition: str):
     """Kaggle's inference-server class for AIMO-2/3, or None when `kaggle_evaluation` cannot be imported.
 
-    On Kaggle the package sits in the competition's data folder, which is put on `sys.path` first.
+    On Kaggle the package sits in the competition's data folder, which is put on `sys.path` first. A copy whose
+    generated gRPC files are missing calls `sys.exit(1)` from its `__init__`; that counts as not importable too.
     """
-    rules = kaggle_competition(competition)
-    folder = KAGGLE_INPUT / rules.slug
+    rule = competition_rule(competition, kaggle=True)
+    _add_competition_folder(rule.kaggle_slug)
+    try:
+        return getattr(importlib.import_module(rule.server_module), rule.server_class)
+    except (ImportError, SystemExit) as error:
+        logger.info("%s is not importable (%s: %s)", rule.server_module, type(error).__name__, error)
+        return None
+
+
+def _add_competition_folder(slug: str) -> None:
+    """Put the competition's data folder on `sys.path` when it exists (on Kaggle), so its API package imports."""
+    folder = KAGGLE_INPUT / slug
     if folder.is_dir() and str(folder) not in sys.path:
         sys.path.append(str(folder))
-    try:
-        return getattr(importlib.import_module(rules.server_module), rules.server_class)
-    except ImportError:
-        return None
 
 
 def serve_rerun(predict: Callable, competition: str) -> None:
     """Kaggle's hidden rerun: hand `predict` to the real API and block until its gateway is done."""
-    rules = kaggle_competition(competition)
-    if competition == "aimo1":
-        folder = KAGGLE_INPUT / rules.slug
-        if folder.is_dir() and str(folder) not in sys.path:
-            sys.path.append(str(folder))
+    rule = competition_rule(competition, kaggle=True)
+    if rule.server_module is None:
+        _add_competition_folder(rule.kaggle_slug)
         aimo = importlib.import_module("aimo")
         count = run_aimo_env(aimo.make_env(), predict)
         logger.info("aimo env: %d problems answered", count)
         return
     server_class = import_server(competition)
     if server_class is None:
-        raise RuntimeError(f"{rules.server_module} is not importable: attach the {rules.slug} competition data")
+        raise RuntimeError(f"{rule.server_module} is not importable: attach the {rule.kaggle_slug} competition data")
     server_class(predict).serve()
 
 
@@ -275,8 +99,6 @@ class Score:
 def score_submission(path: str | Path, problems: list, competition: str) -> Score:
     """Compare a submission file (parquet or csv, `id`/`answer`) with the problems' reference answers."""
     import pandas as pd
-
-    from numina_kit.answers.extract import to_competition_answer
 
     path = Path(path)
     table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"id": str})
@@ -326,29 +148,29 @@ def run_local(
     from numina_kit.data.problems import load_problems
     from numina_kit.kaggle import gateway as standin
 
-    rules = kaggle_competition(competition)
+    rule = competition_rule(competition, kaggle=True)
     if gateway not in ("auto", "kaggle", "stand-in"):
         raise InputError(f"unknown gateway {gateway!r}: use auto, kaggle or stand-in")
     problems = load_problems(problems_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_test_csv(problems, out_dir / "test.csv")
-    if competition == "aimo1":
+    if rule.server_module is None:
         run_aimo_env(standin.LocalAimoEnv(csv_path, out_dir=out_dir, seed=seed), predict)
         used = "stand-in"
     else:
         server_class = None if gateway == "stand-in" else import_server(competition)
         if server_class is None and gateway == "kaggle":
-            raise InputError(f"{rules.server_module} is not importable: put Kaggle's kaggle_evaluation on sys.path")
+            raise InputError(f"{rule.server_module} is not importable: put Kaggle's kaggle_evaluation on sys.path")
         if server_class is not None:
             with contextlib.chdir(out_dir):  # the real gateway writes submission.parquet in the current directory
                 server_class(predict).run_local_gateway((str(csv_path.resolve()),))
             used = "kaggle_evaluation"
         else:
-            server = standin.LocalInferenceServer(predict, response_timeout_s=rules.response_timeout_s, seed=seed)
+            server = standin.LocalInferenceServer(predict, response_timeout_s=rule.per_call_limit_s, seed=seed)
             server.run_local_gateway((str(csv_path),), out_dir=out_dir)
             used = "stand-in"
-    run = LocalRun(submission=out_dir / rules.submission_file, gateway=used)
+    run = LocalRun(submission=out_dir / rule.submission_file, gateway=used)
     if any(problem.answer is not None for problem in problems):
         run.score = score_submission(run.submission, problems, competition)
         payload = {"correct": run.score.correct, "total": run.score.total, "accuracy": run.score.accuracy}
@@ -380,28 +202,12 @@ def serve(
     Without `problems`, the local mode uses the competition's public `test.csv` from `/kaggle/input`, as an
     interactive Kaggle session or "Save Version" run does.
     """
-    rules = kaggle_competition(competition)
+    rule = competition_rule(competition, kaggle=True)
     if is_rerun():
         serve_rerun(predict, competition)
         return None
     if problems is None:
-        problems = KAGGLE_INPUT / rules.slug / "test.csv"
+        problems = KAGGLE_INPUT / rule.kaggle_slug / "test.csv"
         if not problems.is_file():
             raise InputError(f"no problem file given and {problems} does not exist: set PROBLEMS_FILE")
     return run_local(predict, problems, competition, out_dir=out_dir, gateway=gateway)
-
-
-def records_summary(records: list[AnswerRecord]) -> dict:
-    """Counts for the notebook's last cell: answers from the solver, fallbacks, and the fallback reasons."""
-    fallbacks = [record for record in records if record.source == "fallback"]
-    return {
-        "answered": len(records),
-        "fallbacks": len(fallbacks),
-        "reasons": sorted({record.reason for record in fallbacks}),
-        "seconds": round(sum(record.seconds for record in records), 1),
-    }
-
-
-def save_records(records: list[AnswerRecord], path: str | Path) -> Path:
-    """Write one JSON line per answered problem (id, answer, source, reason, seconds)."""
-    return write_jsonl([asdict(record) for record in records], path)

@@ -1,184 +1,20 @@
-"""The interpreter that runs model-written blocks inside a sandboxed child process, and what the model sees of them.
+"""The life of one sandboxed child after its isolation is set up: serve block requests until the last one, then die.
 
-This is the TIR presentation layer: stdout is captured in memory (capped, with a visible marker), the value of a final
-bare expression is printed when nothing else was (decided with `ast`, so assignments and multi-line code are left
-alone), and an error becomes a compact traceback: the model's failing source line and the final exception line, never
-a host file path. `serve_blocks` is the loop of the child that `numina_kit.sandbox.worker` forks and isolates.
+`numina_kit.sandbox.worker` forks the child and isolates it (`numina_kit.sandbox.isolation`); `serve_blocks` then
+reads one request per block from its pipe, runs the block (`numina_kit.sandbox.output.run_block`), answers with the
+text the model sees, and after a one-off block (or when the worker closes the pipe) kills everything it started.
 """
 
-import ast
-import builtins
 import contextlib
-import errno
-import io
-import json
-import linecache
 import os
 import resource
 import signal
-import sys
-import traceback
-from dataclasses import dataclass
+
+from numina_kit.sandbox.output import run_block
+from numina_kit.sandbox.protocol import Pipe
 
 
-SOURCE_NAME = "<code>"
-
-
-class OutputLimitExceeded(BaseException):
-    """Raised by the capture when a block prints more than the hard limit; not an `Exception`, so `except` misses it."""
-
-
-def truncate(text: str, max_chars: int) -> str:
-    """Keep the head and the tail of `text` within `max_chars`, with a visible marker saying how much was cut."""
-    if len(text) <= max_chars:
-        return text
-    half = max(max_chars // 2, 1)
-    cut = len(text) - 2 * half
-    return f"{text[:half]}\n... ({cut} characters of output truncated) ...\n{text[-half:]}"
-
-
-class Capture(io.TextIOBase):
-    """A write-only text stream that keeps only the head and tail the model can see and counts everything else."""
-
-    def __init__(self, keep: int, limit: int) -> None:
-        self.keep, self.limit = keep, limit
-        self.room = keep + 64  # slack so that surrounding whitespace, stripped later, does not count
-        self.head: list[str] = []
-        self.head_len = 0
-        self.tail = ""
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self.size += len(text)
-        if self.head_len < self.room:
-            piece = text[: self.room - self.head_len]
-            self.head.append(piece)
-            self.head_len += len(piece)
-        self.tail = (self.tail + text[-self.room :])[-self.room :]
-        if self.size > self.limit:
-            raise OutputLimitExceeded
-        return len(text)
-
-    def text(self) -> str:
-        """Everything written (stripped), or its head and tail around a marker saying how much was cut."""
-        head = "".join(self.head)
-        if self.size <= self.room and len(head.strip()) <= self.keep:
-            return head.strip()
-        half = max(self.keep // 2, 1)
-        start, end = head.lstrip()[:half], self.tail.rstrip()[-half:]
-        cut = (len(head.strip()) if self.size <= self.room else self.size) - 2 * half
-        return f"{start}\n... ({cut} characters of output truncated) ...\n{end}"
-
-
-@dataclass
-class BlockResult:
-    """What one block produced: `status` as in `ExecResult` and the text for the output block."""
-
-    status: str
-    output: str
-
-
-def _compile(code: str, auto_print: bool) -> tuple[object, object | None]:
-    """Compile `code` as a module; with `auto_print`, split off a final bare expression to evaluate separately."""
-    tree = ast.parse(code, SOURCE_NAME, "exec")
-    last = None
-    if auto_print and tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    body = compile(tree, SOURCE_NAME, "exec", dont_inherit=True)
-    return body, (compile(last, SOURCE_NAME, "eval", dont_inherit=True) if last is not None else None)
-
-
-def format_error(exc: BaseException, memory_mb: int = 0) -> str:
-    """A compact traceback: the model's failing line (if the error passed through its code) and the exception line."""
-    lines: list[str] = []
-    if isinstance(exc, SyntaxError):
-        lines = [line.rstrip("\n") for line in traceback.format_exception_only(type(exc), exc)]
-        return "\n".join(line for line in lines if line.strip())
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == SOURCE_NAME]
-    if frames:
-        frame = frames[-1]
-        lines += [
-            "Traceback (most recent call last):",
-            f'  File "{SOURCE_NAME}", line {frame.lineno}, in {frame.name}',
-        ]
-        if frame.line:
-            lines.append(f"    {frame.line.strip()}")
-    last = traceback.format_exception_only(type(exc), exc)[-1].rstrip("\n")
-    if isinstance(exc, MemoryError) and not str(exc):
-        last = f"MemoryError: out of memory (the sandbox allows {memory_mb} MB)"
-    lines.append(last)
-    return "\n".join(lines)
-
-
-def is_limit_error(exc: BaseException) -> bool:
-    """Whether `exc` means a sandbox limit was hit (memory, processes, threads) rather than a bug in the code."""
-    if isinstance(exc, MemoryError):
-        return True
-    if isinstance(exc, BlockingIOError) and exc.errno == errno.EAGAIN:  # fork() over the process cap
-        return True
-    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
-
-
-def run_block(code: str, namespace: dict, *, auto_print: bool, max_output_chars: int, output_limit: int,
-              memory_mb: int) -> BlockResult:  # fmt: skip
-    """Run `code` in `namespace` and return what the model sees (stdout, then a compact traceback on error)."""
-    capture = Capture(max_output_chars, output_limit)
-    linecache.cache[SOURCE_NAME] = (len(code), None, code.splitlines(keepends=True), SOURCE_NAME)
-    old_stdout = sys.stdout
-    sys.stdout = capture
-    status, error = "ok", ""
-    try:
-        body, last = _compile(code, auto_print)
-        exec(body, namespace)
-        if last is not None:
-            value = eval(last, namespace)
-            if value is not None and capture.size == 0:
-                builtins.print(value, file=capture)
-    except OutputLimitExceeded:
-        status, error = "killed", f"Killed: the code printed more than {output_limit} characters."
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            status, error = "error", f"SystemExit: {exc.code}"
-    except BaseException as exc:  # noqa: BLE001 - everything the model's code raises is reported to the model
-        status = "killed" if is_limit_error(exc) else "error"
-        try:
-            error = format_error(exc, memory_mb)
-        except BaseException as inner:  # noqa: BLE001 - a hostile __str__ must not take the interpreter down
-            error = f"{type(exc).__name__}: <exception could not be printed: {type(inner).__name__}>"
-    finally:
-        sys.stdout = old_stdout
-    return BlockResult(status, join_output(capture.text(), error, max_output_chars))
-
-
-def join_output(stdout: str, error: str, max_output_chars: int) -> str:
-    """The output block's text: stripped stdout, then the error lines; the error's last line always survives."""
-    if not error:
-        return stdout.strip()
-    error_lines = error.splitlines() or [error]
-    room = max(max_output_chars - len(stdout), 200)
-    if len(error) > room:
-        error = truncate("\n".join(error_lines[:-1]), room // 2) + "\n" + truncate(error_lines[-1], room // 2)
-    return (stdout.rstrip() + "\n" + error).strip("\n")
-
-
-def read_line(fd: int, buffer: bytearray) -> bytes | None:
-    """One line from `fd` (blocking), keeping any extra bytes in `buffer`; None at end of file."""
-    while b"\n" not in buffer:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return None
-        buffer += chunk
-    line, _, rest = bytes(buffer).partition(b"\n")
-    buffer[:] = rest
-    return line
-
-
-def serve_blocks(request_fd: int, result_fd: int, namespace: dict, config: dict, uid_mode: bool) -> None:
+def serve_blocks(pipe: Pipe, namespace: dict, config: dict, uid_mode: bool) -> None:
     """The child's loop: read a block request, run it, write the result; after the last, kill what it started."""
     pid = os.getpid()
 
@@ -186,13 +22,11 @@ def serve_blocks(request_fd: int, result_fd: int, namespace: dict, config: dict,
         raise SystemExit(code)
 
     os._exit, real_exit = hard_exit, os._exit
-    kill, killpg, write, dumps = os.kill, os.killpg, os.write, json.dumps  # the model's code may replace them
-    buffer = bytearray()
+    kill, killpg = os.kill, os.killpg  # the model's code may replace them (the pipe holds its own)
     while True:
-        line = read_line(request_fd, buffer)
-        if line is None:
+        request = pipe.receive()
+        if request is None:
             break
-        request = json.loads(line)
         used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
         cpu = int(used + request["timeout"]) + 2
         with contextlib.suppress(ValueError, OSError):
@@ -208,13 +42,11 @@ def serve_blocks(request_fd: int, result_fd: int, namespace: dict, config: dict,
         if os.getpid() != pid:  # a fork made by the model's code finished the block: it must not answer
             real_exit(0)
         output = result.output
-        size = os.fstat(1).st_size
-        if size:  # output written to file descriptor 1 directly (os.write, subprocesses)
+        if os.fstat(1).st_size:  # output written to file descriptor 1 directly (os.write, subprocesses)
             raw = os.pread(1, config["max_output_chars"], 0).decode(errors="replace")
             output = (output + "\n" + raw.strip()).strip("\n")
             os.ftruncate(1, 0)
-        message = dumps({"status": result.status, "output": output}) + "\n"
-        write(result_fd, message.encode())
+        pipe.send({"status": result.status, "output": output})
         if request["last"]:
             break
     if uid_mode:

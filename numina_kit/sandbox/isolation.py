@@ -16,6 +16,8 @@ import signal
 import sys
 import tempfile
 
+from numina_kit.sandbox.protocol import ENVIRONMENT
+
 
 UID_BASE = 1_000_000
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
@@ -23,14 +25,6 @@ MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 1 << 12, 1 << 14, 1 << 
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 SHARED_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-CLEAN_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-    "PYTHONHASHSEED": "0",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -178,7 +172,7 @@ def isolate_child(config: dict, runs_root: str, worker_pid: int, uid_mode: bool,
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
     os.environ.clear()
-    os.environ.update(CLEAN_ENV, HOME=workdir, TMPDIR=workdir, PWD=workdir)
+    os.environ.update(ENVIRONMENT, HOME=workdir, TMPDIR=workdir, PWD=workdir)
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     sys.argv = [""]

@@ -11,10 +11,8 @@ exactly what the isolation guarantees.
 
 import atexit
 import contextlib
-import json
 import logging
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from numina_kit.errors import InputError
 from numina_kit.sandbox.isolation import UID_BASE
+from numina_kit.sandbox.protocol import ENVIRONMENT, STATE_LOST, Pipe, timeout_message
 
 
 logger = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ DEFAULT_PREAMBLE = "import math\nimport numpy as np\nimport sympy as sp\n"
 STATUSES = ("ok", "error", "timeout", "killed")
 GRACE_S = 5.0  # beyond the block's timeout, how long the caller waits for a worker before replacing it
 STARTUP_TIMEOUT_S = 120.0
-STATE_LOST = "The Python interpreter was restarted: variables, functions and imports from earlier blocks are lost."
-_SANDBOXES: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()  # every open Sandbox (tests look for strays with it)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -85,7 +82,7 @@ class ExecResult:
 
 def _dead_result(timed_out: bool, timeout: float, stateful: bool, started: float) -> ExecResult:
     if timed_out:
-        status, output = "timeout", f"Timed out after {timeout:g} seconds."
+        status, output = "timeout", timeout_message(timeout)
     else:
         status, output = "killed", "Killed: the sandbox process running this code died."
     if stateful:
@@ -100,7 +97,7 @@ class _WorkerProcess:
         self.config, self.root, self.index = config, root, index
         self.runs_root = os.path.join(root, f"runs{index}")
         self.proc: subprocess.Popen | None = None
-        self.buffer = bytearray()
+        self.pipe: Pipe | None = None
         self.info: dict = {}
         self.live: list[int] = []
         self.keys: set[str] = set()
@@ -111,8 +108,7 @@ class _WorkerProcess:
 
     def start(self) -> None:
         """Start the process and send its configuration; `wait_ready` collects its answer."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=_PACKAGE_PARENT)
+        env = ENVIRONMENT | {"PYTHONPATH": _PACKAGE_PARENT}
         log = open(os.path.join(self.root, f"worker{self.index}.log"), "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
@@ -127,14 +123,12 @@ class _WorkerProcess:
             )
         finally:
             log.close()
-        self.buffer.clear()
+        self.pipe = Pipe(self.proc.stdout.fileno(), self.proc.stdin.fileno())
         self.info = {}
-        setup = asdict(self.config) | {"runs_root": self.runs_root}
-        self.proc.stdin.write((json.dumps(setup) + "\n").encode())
-        self.proc.stdin.flush()
+        self.pipe.send(asdict(self.config) | {"runs_root": self.runs_root})
 
     def wait_ready(self) -> None:
-        reply = self._read(time.monotonic() + STARTUP_TIMEOUT_S)
+        reply = self._receive(time.monotonic() + STARTUP_TIMEOUT_S)
         if reply is None or not reply.get("ready"):
             self.kill()
             reason = reply.get("error") if reply else self._log_tail()
@@ -154,34 +148,20 @@ class _WorkerProcess:
     def request(self, message: dict, deadline: float) -> dict | None:
         """Send one request and return its reply, or None after killing the worker (it died or missed the deadline)."""
         try:
-            self.proc.stdin.write((json.dumps(message) + "\n").encode())
-            self.proc.stdin.flush()
-        except (OSError, ValueError):
+            self.pipe.send(message)
+        except OSError:
             self.kill()
             return None
-        reply = self._read(deadline)
+        reply = self._receive(deadline)
         if reply is None:
             self.kill()
         else:
             self.live = reply.pop("live", [])
         return reply
 
-    def _read(self, deadline: float) -> dict | None:
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    return None
-                self.buffer += chunk
-        line, _, rest = bytes(self.buffer).partition(b"\n")
-        self.buffer[:] = rest
+    def _receive(self, deadline: float) -> dict | None:
         try:
-            return json.loads(line)
+            return self.pipe.receive(deadline)
         except ValueError:
             return None
 
@@ -258,7 +238,6 @@ class Sandbox:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._root)
-        _SANDBOXES.add(self)
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -404,7 +383,6 @@ class Sandbox:
     def close(self) -> None:
         """Stop the workers and delete every file the sandbox made. Safe to call twice."""
         self._closed = True
-        _SANDBOXES.discard(self)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._finalizer()

@@ -10,15 +10,13 @@ a child subreaper) and deletes its files.
 
 import contextlib
 import gc
-import json
 import os
-import select
 import shutil
 import signal
 import sys
 import time
 
-from numina_kit.sandbox.child import read_line, serve_blocks
+from numina_kit.sandbox.child import serve_blocks
 from numina_kit.sandbox.isolation import (
     UID_BASE,
     become_subreaper,
@@ -30,9 +28,9 @@ from numina_kit.sandbox.isolation import (
     reveal_python,
     unshare_network,
 )
+from numina_kit.sandbox.protocol import STATE_LOST, Pipe, pipe_pair, timeout_message
 
 
-STATE_LOST = "The Python interpreter was restarted: variables, functions and imports from earlier blocks are lost."
 WARMUP = """
 x, y, n = sp.symbols('x y n')
 sp.solve([sp.Eq(x + y, 10), sp.Eq(x - y, 2)], (x, y)); sp.solve(x**2 - 5*x + 6, x); sp.solveset(x**2 - 4, x)
@@ -53,11 +51,10 @@ class PreambleError(Exception):
 
 
 class Child:
-    """One forked interpreter: its pid, its uid (or None), and the pipes for requests and results."""
+    """One forked interpreter: its pid, its uid (or None), and the pipe for its requests and results."""
 
-    def __init__(self, pid: int, uid: int | None, request_fd: int, result_fd: int) -> None:
-        self.pid, self.uid, self.request_fd, self.result_fd = pid, uid, request_fd, result_fd
-        self.buffer = bytearray()
+    def __init__(self, pid: int, uid: int | None, pipe: Pipe) -> None:
+        self.pid, self.uid, self.pipe = pid, uid, pipe
         self.status: int | None = None
 
 
@@ -95,22 +92,20 @@ class Worker:
 
     def fork_child(self) -> Child:
         """Fork a child that prepares its isolation and then waits for blocks on its request pipe."""
-        request_r, request_w = os.pipe()
-        result_r, result_w = os.pipe()
+        ours, theirs = pipe_pair()
         pid = os.fork()
         if pid == 0:
             try:
-                self._child_main(request_r, result_w)
+                self._child_main(theirs)
             finally:
                 os._exit(70)
-        os.close(request_r)
-        os.close(result_w)
+        theirs.close()
         uid = UID_BASE + pid if self.uid_mode else None
-        return Child(pid, uid, request_w, result_r)
+        return Child(pid, uid, ours)
 
-    def _child_main(self, request_fd: int, result_fd: int) -> None:
-        isolate_child(self.config, self.runs_root, self.pid, self.uid_mode, (request_fd, result_fd))
-        serve_blocks(request_fd, result_fd, dict(self.namespace), self.config, self.uid_mode)
+    def _child_main(self, pipe: Pipe) -> None:
+        isolate_child(self.config, self.runs_root, self.pid, self.uid_mode, (pipe.read_fd, pipe.write_fd))
+        serve_blocks(pipe, dict(self.namespace), self.config, self.uid_mode)
 
     def reap(self, child: Child) -> None:
         """Kill `child` and everything it started, wait for them, and delete its files."""
@@ -130,9 +125,7 @@ class Worker:
             os.waitpid(killer, 0)
         if child.status is None:
             child.status = self._wait(child.pid)
-        for fd in (child.request_fd, child.result_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        child.pipe.close()
         self.reap_orphans()
         shutil.rmtree(os.path.join(self.runs_root, str(child.pid)), ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -194,45 +187,29 @@ class Worker:
                         os.unlink(entry.path)
 
     def await_result(self, child: Child, deadline: float) -> dict | None:
-        """The child's result line, or None when it died or the deadline passed (then `child.status` says which)."""
+        """The child's result, or None when it died or the deadline passed (then `child.status` says which)."""
         try:
             pidfd = os.pidfd_open(child.pid)
-        except (AttributeError, OSError):
+        except (AttributeError, OSError):  # kernels before 5.3: look for its exit every 50 ms instead
             pidfd = None
         try:
-            while b"\n" not in child.buffer:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while True:
+                wait_until = deadline if pidfd is not None else min(deadline, time.monotonic() + 0.05)
+                result = child.pipe.receive(wait_until, unless_readable=pidfd)
+                if result is not None or time.monotonic() >= deadline:
+                    break
+                if self._exited_now(child) or pidfd is not None:  # it died, or closed its end of the pipe
                     return None
-                poller = select.poll()
-                poller.register(child.result_fd, select.POLLIN | select.POLLHUP)
-                if pidfd is not None:
-                    poller.register(pidfd, select.POLLIN)
-                events = dict(poller.poll(min(left, 0.05 if pidfd is None else left) * 1000))
-                if child.result_fd in events:
-                    chunk = os.read(child.result_fd, 65536)
-                    child.buffer += chunk
-                    if chunk:
-                        continue
-                exited = (pidfd is not None and pidfd in events) or (pidfd is None and self._exited_now(child))
-                if exited or (child.result_fd in events and not chunk):
-                    with contextlib.suppress(BlockingIOError, OSError):
-                        os.set_blocking(child.result_fd, False)
-                        child.buffer += os.read(child.result_fd, 65536)
-                    if b"\n" not in child.buffer:
-                        if child.status is None and exited:
-                            child.status = self._wait(child.pid)
-                        return None
+        except (ValueError, OSError):  # the model's code wrote into the result pipe
+            result = "unreadable"
         finally:
             if pidfd is not None:
                 os.close(pidfd)
-        line, _, rest = bytes(child.buffer).partition(b"\n")
-        child.buffer[:] = rest
-        try:
-            result = json.loads(line)
-            return {"status": str(result["status"]), "output": str(result["output"])}
-        except (ValueError, KeyError, TypeError):
+        if result is None:
+            return None
+        if not isinstance(result, dict) or not {"status", "output"} <= result.keys():
             return {"status": "error", "output": "The sandbox could not read the result of this block."}
+        return {"status": str(result["status"]), "output": str(result["output"])}
 
     def _exited_now(self, child: Child) -> bool:
         pid, status = os.waitpid(child.pid, os.WNOHANG)
@@ -249,9 +226,8 @@ class Worker:
             child, self.spare = self.spare or self.fork_child(), None
             if key is not None:
                 self.interpreters[key] = child
-        request = json.dumps({"code": code, "timeout": timeout, "last": key is None}) + "\n"
         try:
-            os.write(child.request_fd, request.encode())
+            child.pipe.send({"code": code, "timeout": timeout, "last": key is None})
         except OSError:
             pass  # the child died while idle; the result below says so
         if self.spare is None:
@@ -282,11 +258,8 @@ class Worker:
                     still.append((child, deadline))
                 else:
                     self.reap(child)
-            for fd in (child.request_fd, child.result_fd):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            if child.request_fd >= 0:
-                child.request_fd = child.result_fd = -1
+            if child.pipe.read_fd is not None:
+                child.pipe.close()
                 shutil.rmtree(os.path.join(self.runs_root, str(child.pid)), ignore_errors=True)
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.runs_root, f"{child.pid}.out"))
@@ -299,7 +272,7 @@ class Worker:
     def describe_death(status: int | None, timed_out: bool, timeout: float) -> dict:
         """The result for a child that never answered: a timeout, or how it died."""
         if timed_out:
-            return {"status": "timeout", "output": f"Timed out after {timeout:g} seconds."}
+            return {"status": "timeout", "output": timeout_message(timeout)}
         if status is not None and os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             try:
@@ -333,16 +306,12 @@ def main() -> int:
     protocol_out = os.dup(1)
     os.dup2(2, 1)  # stray prints from imports go to the log, never into the protocol
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    buffer = bytearray()
-
-    def reply(message: dict) -> None:
-        os.write(protocol_out, (json.dumps(message) + "\n").encode())
-
-    line = read_line(0, buffer)
-    if line is None:
+    caller = Pipe(0, protocol_out)
+    reply = caller.send
+    config = caller.receive()
+    if config is None:
         return 1
     try:
-        config = json.loads(line)
         worker = Worker(config)
         worker.spare = worker.fork_child()
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, which raises it
@@ -362,12 +331,11 @@ def main() -> int:
     try:
         while True:
             # while finished children or their orphans are still exiting, keep collecting them between requests
-            while b"\n" not in buffer and worker.has_leftovers() and not select.select([0], [], [], 0.02)[0]:
+            while worker.has_leftovers() and not caller.ready(0.02):
                 worker.collect()
-            line = read_line(0, buffer)
-            if line is None:
+            request = caller.receive()
+            if request is None:
                 break
-            request = json.loads(line)
             if request["op"] == "run":
                 result = worker.run(request["code"], float(request["timeout"]), request.get("key"))
                 reply(result | {"live": sorted(worker.live_pids())})

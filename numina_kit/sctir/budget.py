@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from numina_kit.errors import InputError
+
 
 NINE_HOURS = 9 * 3600.0
 
@@ -40,13 +42,13 @@ class TimeBudget:
 
     def __post_init__(self) -> None:
         if self.num_problems < 1:
-            raise ValueError(f"num_problems must be >= 1, got {self.num_problems}")
+            raise InputError(f"num_problems must be >= 1, got {self.num_problems}")
         if not 0 <= self.reserve_s < self.total_s:
-            raise ValueError(f"reserve_s must be in [0, total_s), got {self.reserve_s}")
+            raise InputError(f"reserve_s must be in [0, total_s), got {self.reserve_s}")
         if self.stretch < 1:
-            raise ValueError(f"stretch must be >= 1, got {self.stretch}")
+            raise InputError(f"stretch must be >= 1, got {self.stretch}")
         if not 0 <= self.floor_s <= self.ceiling_s:
-            raise ValueError(f"need 0 <= floor_s <= ceiling_s, got {self.floor_s} and {self.ceiling_s}")
+            raise InputError(f"need 0 <= floor_s <= ceiling_s, got {self.floor_s} and {self.ceiling_s}")
         if self.started != self.started:  # NaN: start now
             self.started = self.clock()
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from numina_kit.answers.extract import COMPETITIONS, extract_answer, is_equivalent, to_competition_answer
+from numina_kit.answers import GENERAL, competition_rule, extract_answer, is_equivalent, to_competition_answer
 from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, Generator, SamplingParams
@@ -38,8 +38,6 @@ from numina_kit.sctir.voting import ConsistencyRule, majority_vote
 
 
 logger = logging.getLogger(__name__)
-
-GENERAL = "general"  # answers are strings voted on by equivalence (MATH-style), not integers
 
 
 @dataclass
@@ -53,16 +51,14 @@ class SCTIRConfig:
     max_new_tokens: int = 2048  # per round
     max_context_tokens: int = 4096  # prompt + solution; longer candidates are pruned
     restart_on_fail: bool = True  # restart a candidate that wrote no code (or no answer) instead of pruning it
-    competition: str = "aimo1"  # a name in answers.COMPETITIONS, or "general"
+    competition: str = "aimo1"  # a rule in answers.COMPETITIONS; "general": strings voted on by equivalence
     early_stop: ConsistencyRule | None = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     execute_code: bool = True  # False: append an empty output block instead of running code (ablation)
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.competition != GENERAL and self.competition not in COMPETITIONS:
-            names = ", ".join([*COMPETITIONS, GENERAL])
-            raise InputError(f"unknown competition {self.competition!r} (choose from {names})")
+        competition_rule(self.competition)  # InputError for an unknown name
         for name in ("num_candidates", "max_rounds", "max_new_tokens", "max_context_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"SCTIRConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -155,7 +151,7 @@ def advance(
         if OUTPUT_START not in text:
             return _finish(candidate, CandidateStatus.PRUNED, round_, reason="answer without code output")
         candidate.raw_answer = raw
-        candidate.answer = _competition_answer(raw, config.competition)
+        candidate.answer = to_competition_answer(raw, config.competition)
         candidate.from_code = candidate.last_output is not None and _appears_in(raw, candidate.last_output)
         return _finish(
             candidate,
@@ -177,12 +173,6 @@ def _fail(candidate: Candidate, reason: str, round_: int, *, restart: bool) -> N
 
 def _finish(candidate: Candidate, status: CandidateStatus, round_: int, *, reason: str = "") -> None:
     candidate.status, candidate.finished_round, candidate.reason = status, round_, reason
-
-
-def _competition_answer(raw: str, competition: str) -> int | str | None:
-    if competition == GENERAL:
-        return raw.strip() or None
-    return to_competition_answer(raw, competition)
 
 
 def _appears_in(raw: str, output: str) -> bool:
@@ -383,12 +373,7 @@ def _vote(solution: Solution, competition: str) -> None:
         logger.exception("vote with equivalence failed; voting on exact answers")
         result = majority_vote(answers)
     if result is None or result.winner is None:
-        solution.answer, solution.is_fallback = fallback_answer(competition), True
+        solution.answer, solution.is_fallback = competition_rule(competition).fallback, True
         return
     solution.answer = result.winner
     solution.votes = sorted(dict(result.table).items(), key=lambda item: -item[1])
-
-
-def fallback_answer(competition: str) -> int | str:
-    """The answer submitted when no candidate produced a valid one (Numina submitted 0)."""
-    return "" if competition == GENERAL else COMPETITIONS[competition].fallback

@@ -1,4 +1,4 @@
-"""Measurements of numina_kit.answers.extract on the shared data, as tests (they skip when ../shared/data is absent):
+"""Measurements of numina_kit.answers on the shared data, as tests (they skip when ../shared/data is absent):
 
 - extraction agrees with ToRA's recorded `model_pred` on >= 99% of tir_traces_sample.jsonl rows that have one, and
   every disagreement is a row that states no answer at all (ToRA then falls back to the last program output);
@@ -6,64 +6,19 @@
   answers are not equivalent;
 - `parse_integer` reads every integer answer of the evaluation sets as the README's `answer_int`.
 
-`benchmarks/answers.py` imports `equivalent_forms` and `answers_agree` to record the same figures with timings.
+`answers_agree`, `equivalent_forms` and `load_rows` live in numina_kit.testing, so that benchmarks/answers.py records
+the same figures with timings without importing this module.
 """
 
-import json
-import re
 from pathlib import Path
 
 import pytest
 
-from numina_kit.answers.extract import extract_answer, is_equivalent, parse_integer, to_competition_answer
+from numina_kit.answers import extract_answer, is_equivalent, parse_integer, to_competition_answer
+from numina_kit.testing import answers_agree, equivalent_forms, load_rows
 
 
 INTEGER_SETS = ["aime_2022", "aime_2023", "amc_2022", "gsm8k_test", "aimo1_train", "aimo3_reference", "math500"]
-
-
-def load_rows(path: Path) -> list[dict]:
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def answers_agree(recorded: str, extracted: str | None) -> str | None:
-    """How an extracted answer agrees with a recorded one: "same" text, same "integer" (`4.0` and `4`), or
-    "equivalent" (`is_equivalent(recorded, extracted)`); None when it does not."""
-    if extracted is None:
-        return None
-    if extracted == recorded:
-        return "same"
-    recorded_int = parse_integer(recorded)
-    if recorded_int is not None and recorded_int == parse_integer(extracted):
-        return "integer"
-    if is_equivalent(recorded, extracted, timeout=5.0):
-        return "equivalent"
-    return None
-
-
-def equivalent_forms(answer: str) -> dict[str, str]:
-    """`answer` rewritten in forms that mean the same, by name: `$...$`, `\\boxed{}`, `\\frac` <-> `\\dfrac`,
-    more and fewer spaces, `\\left(`/`\\right)` added or removed, `\\frac{a}{b}` as `(a)/(b)`."""
-    forms = {"dollars": f"${answer}$", "boxed": f"\\boxed{{{answer}}}"}
-    if "\\dfrac" in answer:
-        forms["frac"] = answer.replace("\\dfrac", "\\frac")
-    elif "\\frac" in answer:
-        forms["frac"] = answer.replace("\\frac", "\\dfrac")
-    spaced = re.sub(r"\s*([,+=])\s*", r"\1 ", answer).strip()
-    if spaced != answer:
-        forms["spaced"] = spaced
-    tight = re.sub(r"(?<![a-zA-Z])\s+|\s+(?![a-zA-Z])", "", answer)  # keeps the space in `\cot x`
-    if tight != answer:
-        forms["tight"] = tight
-    if "\\left" in answer:
-        forms["left_right"] = re.sub(r"\\(?:left|right)(?![a-zA-Z])\s*", "", answer)
-    elif sum(map(answer.count, "([")) == sum(map(answer.count, ")]")) > 0:
-        closed = re.sub(r"[)\]]", lambda m: "\\right" + m.group(0), answer)
-        forms["left_right"] = re.sub(r"[(\[]", lambda m: "\\left" + m.group(0), closed)
-    slashed = re.sub(r"(?<![\d\s])\s*\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", answer)
-    if slashed != answer and not re.search(r"\d\s*\\[dt]?frac", answer):  # `1\frac{4}{5}` is a mixed number
-        forms["slash"] = slashed
-    return forms
 
 
 def test_extraction_agrees_with_recorded_model_pred(shared_data: Path) -> None:

@@ -1,9 +1,9 @@
-"""Tests for numina_kit.eval.evaluate and numina_kit.eval.report: scoring, the figures, the report files and the command.
+"""Tests for numina_kit.eval (evaluate, results, report): scoring, the figures, the report files and the command.
 
 A scripted generator plays a model whose candidates print known answers, so maj@N, pass@N, the code share and the
 accuracy-vs-candidates curve have exact expected values; references are written as the shared files write them
 ("142.0"). The slow test runs `python -m numina_kit evaluate` end to end with the tiny demo model on CPU over a
-shared set. Run: `pytest tests/test_evaluate.py` (add `--runslow` for the end-to-end test).
+shared set. Run: `pytest tests/eval` (add `--runslow` for the end-to-end test).
 """
 
 import json
@@ -14,7 +14,7 @@ import pytest
 from numina_kit.__main__ import main
 from numina_kit.data.problems import Problem
 from numina_kit.errors import InputError
-from numina_kit.eval.evaluate import evaluate, is_right
+from numina_kit.eval.evaluate import evaluate
 from numina_kit.eval.report import write_report
 from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.prompts import STOP
@@ -82,23 +82,6 @@ def test_accuracy_by_candidates(evaluation):
     assert curve[1] == pytest.approx((2 / 3 + 1 / 3 + 2) / 4, abs=0.08)
 
 
-@pytest.mark.parametrize(
-    ("reference", "answer", "competition", "right"),
-    [
-        ("142.0", 142, "aimo1", True),
-        ("8178", 178, "aimo1", True),  # AIMO-1 reduces mod 1000 (Numina's notebook)
-        ("8178", 178, "aimo2", False),  # out of AIMO-2's range: cannot be matched
-        ("-4", 0, "aimo1", False),  # negative references are not valid AIMO answers
-        ("2,125", 2125, "aimo3", True),
-        ("\\frac{14}{3}", "\\dfrac{14}{3}", "general", True),
-        ("\\frac{14}{3}", "4.67", "general", False),
-        ("3", "", "general", False),
-    ],
-)
-def test_is_right(reference, answer, competition, right):
-    assert is_right(reference, answer, competition) is right
-
-
 def test_problems_without_reference_are_refused():
     with pytest.raises(InputError, match="no reference answer"):
         evaluate([Problem("x", "P", None)], PrintingGenerator({}), SCTIRConfig(num_candidates=1))
@@ -164,3 +147,18 @@ def test_command_with_config_and_no_code(tmp_path, monkeypatch, capsys, no_code,
     assert f"maj@3 {maj}" in capsys.readouterr().out
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["execute_code"] is not no_code and results["config"]["max_rounds"] == 2
+
+
+def test_command_flags_override_the_config_and_defaults_come_from_sctir_config(tmp_path, monkeypatch):
+    data = tmp_path / "set.jsonl"
+    data.write_text(json.dumps({"id": "a", "problem": PROBLEMS[0].problem, "answer": "7"}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("num_candidates: 3\nmax_rounds: 2\ntemperature: 0.5\n")
+    monkeypatch.setattr("numina_kit.models.load.load_generator", lambda path, backend: PrintingGenerator(ANSWERS))
+    args = ["evaluate", "--model", "m", "--data", str(data), "--config", str(config), "--out", str(tmp_path / "out")]
+    assert main([*args, "--num-candidates", "2", "--competition", "general"]) == 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["config"]
+    assert (saved["num_candidates"], saved["max_rounds"], saved["temperature"]) == (2, 2, 0.5)
+    assert saved["competition"] == "general" and saved["max_new_tokens"] == SCTIRConfig().max_new_tokens
+    row = json.loads((tmp_path / "out" / "solutions.jsonl").read_text().splitlines()[0])
+    assert row["id"] == "a" and row["solution"]["candidates"][0]["status"] == "answered"

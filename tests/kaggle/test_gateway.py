@@ -1,5 +1,6 @@
 """The local stand-ins for Kaggle's APIs (numina_kit.kaggle.gateway): what `predict` receives, from which thread, in what
-order, which replies are refused, and the submission files written (kaggle_api.md §1-2)."""
+order, which replies are refused, and the submission files written (the contracts of `kaggle_evaluation` 0.3.0 and
+0.9.0 and of AIMO-1's `aimo` loop)."""
 
 import threading
 

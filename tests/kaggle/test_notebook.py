@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from numina_kit.__main__ import main
-from numina_kit.answers.extract import COMPETITIONS
+from numina_kit.answers import COMPETITIONS, KAGGLE_COMPETITIONS
 
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "submission.ipynb"
@@ -51,6 +51,13 @@ def test_notebook_opens_with_the_algorithm_and_budget_in_markdown(notebook):
         assert phrase in intro.source
 
 
+def test_notebook_states_each_competition_rule_as_the_table_does(notebook):
+    intro = " ".join(notebook.cells[0].source.split())
+    for name in KAGGLE_COMPETITIONS:
+        assert COMPETITIONS[name].describe() in intro
+        assert COMPETITIONS[name].hardware.split(" (")[0] in intro
+
+
 def test_exactly_one_parameters_cell_of_plain_assignments(notebook):
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0] is code_cells(notebook)[0]
@@ -81,6 +88,37 @@ def test_papermill_reads_every_parameter_and_the_command_sets_only_those(tmp_pat
     assert set(inspected) >= PARAMETERS and set(injected) <= set(inspected)
     assert injected["TOTAL_BUDGET_S"] == 120 and injected["PROBLEM_FLOOR_S"] == 15
     assert injected["RESERVE_S"] < injected["TOTAL_BUDGET_S"]
+    # the defaults come from the command's recipe (configs/cpu_demo.yaml), and the settings used are saved
+    assert (injected["NUM_CANDIDATES"], injected["MAX_NEW_TOKENS"], injected["COMPETITION"]) == (8, 256, "aimo1")
+    assert Path(injected["RECIPE"]).read_text().count("num_candidates: 8") == 1
+
+
+@pytest.mark.parametrize(("competition", "ceiling"), [("aimo2", 1800 - 60), ("aimo3", 100 * 3600 / 4)])
+def test_a_large_budget_never_gives_a_problem_more_than_one_call_may_take(tmp_path, competition, ceiling):
+    import argparse
+
+    from numina_kit.kaggle import notebook as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    argv = ["--model", "m", "--problems", "p.jsonl", "--out", str(tmp_path), "--competition", competition]
+    args = parser.parse_args([*argv, "--budget-s", str(100 * 3600), "--max-context-tokens", "1024"])
+    injected = command.build_parameters(args, num_problems=4, problems_file=tmp_path / "p.jsonl", out=tmp_path)
+    assert injected["PROBLEM_CEILING_S"] == ceiling
+
+
+def test_the_notebook_command_serves_kaggle_competitions_only(tmp_path):
+    import argparse
+
+    from numina_kit.errors import InputError
+    from numina_kit.kaggle import notebook as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    argv = ["--model", "m", "--problems", "p.jsonl", "--out", str(tmp_path), "--competition", "general"]
+    args = parser.parse_args([*argv, "--max-context-tokens", "1024"])
+    with pytest.raises(InputError, match="use one of aimo1, aimo2, aimo3"):
+        command.build_parameters(args, num_problems=4, problems_file=tmp_path / "p.jsonl", out=tmp_path)
 
 
 def test_notebook_has_no_algorithm_code(notebook):
@@ -90,7 +128,7 @@ def test_notebook_has_no_algorithm_code(notebook):
         loops = [node for node in ast.walk(tree) if isinstance(node, ast.For | ast.While)]
         assert not defined and not loops, cell.source
     imports = "\n".join(cell.source for cell in code_cells(notebook))
-    for name in ("load_generator", "kaggle.make_predict", "kaggle.serve", "TimeBudget", "SCTIRConfig"):
+    for name in ("load_generator", "kaggle.make_predict", "kaggle.serve", "TimeBudget", "notebook_config"):
         assert name in imports
 
 

@@ -1,187 +1,28 @@
-"""Serving through Kaggle's APIs (numina_kit.kaggle.serving): `predict` never raises and always answers in range under
-injected faults, it answers by the budget's deadline, the local mode (stand-in or real gateway) and its score, the
-hidden-rerun path, and the fields of kernel-metadata.json."""
+"""Serving through Kaggle's APIs (numina_kit.kaggle.serving): the local mode (stand-in or real gateway) and its score,
+`kaggle_evaluation` that cannot be imported (missing, or exiting from its `__init__`), the hidden-rerun path, faults
+through the real `solve`, and the fields of kernel-metadata.json."""
 
 import json
-import logging
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
 import polars as pl
 import pytest
 
-from numina_kit.answers.extract import COMPETITIONS
+from numina_kit.answers import COMPETITIONS
 from numina_kit.errors import InputError
 from numina_kit.kaggle import serving as kaggle
+from numina_kit.kaggle.predict import make_predict, make_solver
 from numina_kit.sctir.budget import TimeBudget
-from numina_kit.testing import FakeClock
 
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def in_range(value, competition):
-    rule = COMPETITIONS[competition]
-    return type(value) is int and rule.low <= value <= rule.high
-
-
 def solver_ok(problem, deadline):
     return 7
-
-
-def solver_raises(problem, deadline):
-    raise RuntimeError("CUDA error: device-side assert triggered")
-
-
-def solver_out_of_range(problem, deadline):
-    return 123456
-
-
-def solver_none(problem, deadline):
-    return None
-
-
-def solver_text(problem, deadline):
-    return "12"
-
-
-def solver_bool(problem, deadline):
-    return True
-
-
-def solver_negative(problem, deadline):
-    return -4
-
-
-def solver_numpy(problem, deadline):
-    import numpy as np
-
-    return np.int64(7)
-
-
-@pytest.mark.parametrize("competition", ["aimo1", "aimo2", "aimo3"])
-@pytest.mark.parametrize(
-    ("solver", "expected_source"),
-    [
-        (solver_ok, "solver"),
-        (solver_numpy, "solver"),
-        (solver_raises, "fallback"),
-        (solver_out_of_range, "fallback"),
-        (solver_none, "fallback"),
-        (solver_text, "fallback"),
-        (solver_bool, "fallback"),
-        (solver_negative, "fallback"),
-    ],
-)
-def test_predict_always_returns_one_in_range_row(competition, solver, expected_source):
-    records = []
-    predict = kaggle.make_predict(solver, competition=competition, records=records)
-    reply = predict(pl.Series("id", ["abc123"]), pl.Series("problem", ["What is $1+6$?"]))
-    assert isinstance(reply, pl.DataFrame) and reply.columns == ["id", "answer"] and reply.height == 1
-    assert reply["id"][0] == "abc123" and in_range(reply["answer"][0], competition)
-    assert records[0].source == expected_source
-    if expected_source == "fallback":
-        assert reply["answer"][0] == COMPETITIONS[competition].fallback and records[0].reason
-
-
-@pytest.mark.parametrize(
-    "problem",
-    [
-        pl.Series("problem", [""]),
-        pl.Series("problem", ["   \n"]),
-        pl.Series("problem", [None], dtype=pl.String),
-        pl.Series("problem", [], dtype=pl.String),
-        pd.Series([float("nan")]),
-        None,
-        42,
-        object(),
-    ],
-)
-def test_empty_or_malformed_problem_gets_the_fallback_without_solving(problem):
-    calls, records = [], []
-    predict = kaggle.make_predict(lambda text, deadline: calls.append(text) or 5, records=records)
-    reply = predict(pl.Series("id", ["x"]), problem)
-    assert reply["answer"].to_list() == [0] and calls == []
-    assert "not non-empty text" in records[0].reason
-
-
-def test_predict_accepts_pandas_series_and_plain_values():
-    predict = kaggle.make_predict(solver_ok)
-    assert predict(pd.Series(["a1"]), pd.Series(["1+6"]))["answer"].to_list() == [7]
-    assert predict("b2", "1+6").to_dicts() == [{"id": "b2", "answer": 7}]
-
-
-def test_deadline_already_passed_answers_at_once_with_the_fallback(caplog):
-    clock = FakeClock(1000.0)
-    budget = TimeBudget(total_s=100, num_problems=2, reserve_s=0, floor_s=0, ceiling_s=100, clock=clock)
-    clock.now += 500  # the whole budget is gone
-    calls, records = [], []
-    predict = kaggle.make_predict(
-        lambda text, deadline: calls.append(text) or 5, budget=budget, clock=clock, records=records
-    )
-    with caplog.at_level(logging.WARNING, logger="numina_kit.kaggle.serving"):
-        replies = [predict(f"id{i}", "What is 2+3?") for i in range(3)]
-    assert [reply["answer"][0] for reply in replies] == [0, 0, 0] and calls == []
-    assert {record.reason for record in records} == {"deadline already passed"}
-    assert "deadline already passed" in caplog.text
-    assert budget.solved == 3
-
-
-def test_solver_is_told_a_deadline_before_the_budget_one():
-    clock = FakeClock(1000.0)
-    budget = TimeBudget(total_s=1000, num_problems=10, reserve_s=0, floor_s=0, ceiling_s=1000, clock=clock)
-    seen = []
-    predict = kaggle.make_predict(
-        lambda text, deadline: seen.append(deadline) or 1, budget=budget, grace_s=5.0, clock=clock
-    )
-    expected = budget.deadline() - 5.0  # the clock is frozen, so the budget hands out the same deadline
-    predict("a", "1+0")
-    assert seen == [pytest.approx(expected)] and expected > clock.now
-
-
-def test_a_solver_that_overruns_is_abandoned_at_the_deadline():
-    release = threading.Event()
-    starts = []
-
-    def slow_solver(text, deadline):
-        starts.append(time.monotonic())
-        release.wait(5)
-        return 9
-
-    budget = TimeBudget(total_s=1.0, num_problems=2, reserve_s=0, floor_s=0, ceiling_s=0.3)
-    records = []
-    predict = kaggle.make_predict(slow_solver, budget=budget, grace_s=0.1, records=records)
-    started = time.monotonic()
-    first = predict("a", "1+8")
-    assert first["answer"][0] == 0 and time.monotonic() - started < 0.6
-    second = predict("b", "1+8")  # the first solve still holds the model: no second one starts
-    assert second["answer"][0] == 0 and len(starts) == 1
-    assert [record.reason for record in records] == [
-        "solver missed the deadline",
-        "the previous problem's solve is still running",
-    ]
-    release.set()
-
-
-def test_a_broken_budget_still_gets_an_answer():
-    class BrokenBudget:
-        def deadline(self):
-            raise OSError("clock gone")
-
-        def done(self):
-            raise OSError("clock gone")
-
-    reply = kaggle.make_predict(solver_ok, budget=BrokenBudget())("a", "1+6")
-    assert reply["answer"].to_list() == [0]
-
-
-def test_unknown_competition_is_an_input_error():
-    with pytest.raises(InputError, match="unknown competition 'aimo9'"):
-        kaggle.make_predict(solver_ok, competition="aimo9")
 
 
 def write_jsonl(path, rows):
@@ -210,7 +51,7 @@ def arithmetic_solver(text, deadline):
 )
 def test_local_mode_with_faults_answers_every_problem_and_scores(tmp_path, competition, submission, correct):
     problems = write_jsonl(tmp_path / "problems.jsonl", PROBLEMS)
-    predict = kaggle.make_predict(arithmetic_solver, competition=competition)
+    predict = make_predict(arithmetic_solver, competition=competition)
     run = kaggle.run_local(predict, problems, competition, out_dir=tmp_path / "out", gateway="stand-in")
     assert run.submission == tmp_path / "out" / submission and run.gateway == "stand-in"
     table = (
@@ -219,7 +60,7 @@ def test_local_mode_with_faults_answers_every_problem_and_scores(tmp_path, compe
         else pd.read_parquet(run.submission)
     )
     assert sorted(table["id"]) == [row["id"] for row in PROBLEMS]
-    assert all(in_range(int(answer), competition) for answer in table["answer"])
+    assert all(COMPETITIONS[competition].accepts(int(answer)) for answer in table["answer"])
     # 222ccc: the solver's 1000 is out of range for aimo1/2 (fallback 0); its reference is 1000 mod 1000 = 0 for
     # aimo1 (correct), out of range for aimo2 (never correct), and 1000 for aimo3 (correct). 333ddd always fails.
     assert (run.score.correct, run.score.total) == (correct, 4)
@@ -231,13 +72,13 @@ def test_local_mode_with_faults_answers_every_problem_and_scores(tmp_path, compe
 def test_local_mode_reads_csv_without_answers(tmp_path):
     csv = tmp_path / "test.csv"
     pl.DataFrame({"id": ["a", "b"], "problem": ["1+1", "2+2"]}).write_csv(csv)
-    run = kaggle.run_local(kaggle.make_predict(solver_ok, competition="aimo3"), csv, "aimo3", out_dir=tmp_path / "o")
+    run = kaggle.run_local(make_predict(solver_ok, competition="aimo3"), csv, "aimo3", out_dir=tmp_path / "o")
     assert run.score is None and not (tmp_path / "o" / "score.json").exists()
     assert pl.read_parquet(run.submission)["answer"].to_list() == [7, 7]
 
 
 def test_local_mode_rejects_bad_input(tmp_path):
-    predict = kaggle.make_predict(solver_ok)
+    predict = make_predict(solver_ok)
     with pytest.raises(InputError, match="problem file not found"):
         kaggle.run_local(predict, tmp_path / "missing.jsonl", "aimo1", out_dir=tmp_path)
     problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
@@ -280,7 +121,7 @@ def fake_kaggle_evaluation(tmp_path, monkeypatch):
 def test_local_mode_uses_kaggle_evaluation_when_importable(tmp_path, fake_kaggle_evaluation):
     problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
     out = tmp_path / "out"
-    run = kaggle.run_local(kaggle.make_predict(solver_ok, competition="aimo3"), problems, "aimo3", out_dir=out)
+    run = kaggle.run_local(make_predict(solver_ok, competition="aimo3"), problems, "aimo3", out_dir=out)
     server = sys.modules["kaggle_evaluation.aimo_3_inference_server"]
     assert run.gateway == "kaggle_evaluation" and server.CALLS[0][0] == "run_local_gateway"
     assert Path(server.CALLS[0][1][0]) == (out / "test.csv").resolve() and Path(server.CALLS[0][2]) == out.resolve()
@@ -288,16 +129,39 @@ def test_local_mode_uses_kaggle_evaluation_when_importable(tmp_path, fake_kaggle
     assert Path.cwd() != out.resolve()
 
 
+@pytest.fixture
+def exiting_kaggle_evaluation(tmp_path, monkeypatch):
+    """A copy of kaggle_evaluation without its generated gRPC files: its `__init__` exits, as the real one does."""
+    package = tmp_path / "broken_site" / "kaggle_evaluation"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import sys\nprint('kaggle_evaluation: generated files missing')\nsys.exit(1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "broken_site"))
+    yield
+    for name in [name for name in sys.modules if name.startswith("kaggle_evaluation")]:
+        del sys.modules[name]
+
+
+def test_kaggle_evaluation_that_exits_on_import_counts_as_missing(tmp_path, exiting_kaggle_evaluation):
+    assert kaggle.import_server("aimo3") is None
+    problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
+    run = kaggle.run_local(make_predict(solver_ok, competition="aimo3"), problems, "aimo3", out_dir=tmp_path / "o")
+    assert run.gateway == "stand-in" and pl.read_parquet(run.submission).height == len(PROBLEMS)
+    with pytest.raises(InputError, match="not importable"):
+        kaggle.run_local(make_predict(solver_ok), problems, "aimo2", out_dir=tmp_path, gateway="kaggle")
+
+
 def test_gateway_kaggle_requires_the_real_package(tmp_path, monkeypatch):
     monkeypatch.setattr(kaggle, "import_server", lambda competition: None)
     problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
     with pytest.raises(InputError, match="not importable"):
-        kaggle.run_local(kaggle.make_predict(solver_ok), problems, "aimo2", out_dir=tmp_path, gateway="kaggle")
+        kaggle.run_local(make_predict(solver_ok), problems, "aimo2", out_dir=tmp_path, gateway="kaggle")
 
 
 def test_rerun_serves_the_real_inference_server(monkeypatch, fake_kaggle_evaluation):
     monkeypatch.setenv(kaggle.RERUN_VARIABLE, "1")
-    assert kaggle.serve(kaggle.make_predict(solver_ok, competition="aimo2"), "aimo2") is None
+    assert kaggle.serve(make_predict(solver_ok, competition="aimo2"), "aimo2") is None
     assert sys.modules["kaggle_evaluation.aimo_2_inference_server"].CALLS == [("serve", True)]
 
 
@@ -323,7 +187,7 @@ def test_rerun_runs_the_aimo1_env_loop(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv(kaggle.RERUN_VARIABLE, "true")
     try:
-        assert kaggle.serve(kaggle.make_predict(solver_ok), "aimo1") is None
+        assert kaggle.serve(make_predict(solver_ok), "aimo1") is None
         assert sys.modules["aimo"].ANSWERS == [("000aaa", 7), ("111bbb", 7)]
     finally:
         sys.modules.pop("aimo", None)
@@ -333,12 +197,12 @@ def test_serve_without_problems_needs_the_competition_test_csv(monkeypatch, tmp_
     monkeypatch.delenv(kaggle.RERUN_VARIABLE, raising=False)
     monkeypatch.setattr(kaggle, "KAGGLE_INPUT", tmp_path)
     with pytest.raises(InputError, match="set PROBLEMS_FILE"):
-        kaggle.serve(kaggle.make_predict(solver_ok), "aimo3")
+        kaggle.serve(make_predict(solver_ok), "aimo3")
     folder = tmp_path / "ai-mathematical-olympiad-progress-prize-3"
     folder.mkdir()
     pl.DataFrame({"id": ["000aaa"], "problem": ["What is $1-1$?"]}).write_csv(folder / "test.csv")
     monkeypatch.chdir(tmp_path)
-    run = kaggle.serve(kaggle.make_predict(solver_ok, competition="aimo3"), "aimo3", gateway="stand-in")
+    run = kaggle.serve(make_predict(solver_ok, competition="aimo3"), "aimo3", gateway="stand-in")
     assert pl.read_parquet(run.submission).to_dicts() == [{"id": "000aaa", "answer": 7}]
 
 
@@ -372,7 +236,7 @@ def test_kernel_metadata_is_valid_for_kaggle_kernels_push():
     assert metadata["enable_internet"] == "false" and metadata["enable_gpu"] == "true"
     assert metadata["is_private"] in ("true", "false")
     assert metadata["machine_shape"] == "NvidiaTeslaT4"
-    assert metadata["competition_sources"] == [kaggle.KAGGLE_COMPETITIONS["aimo1"].slug]
+    assert metadata["competition_sources"] == [COMPETITIONS["aimo1"].kaggle_slug]
     assert len(metadata["dataset_sources"]) == 2
     for source in [*metadata["dataset_sources"], *metadata["kernel_sources"]]:
         assert isinstance(source, str) and len(source.split("/")) == 2
@@ -439,7 +303,7 @@ def test_faults_through_sctir_solve_still_answer_in_range(tmp_path, generator, s
     executor = Sandbox(config.executor) if sandbox == "real" else BrokenSandbox()
     try:
         budget = TimeBudget(total_s=120, num_problems=3, reserve_s=0, floor_s=0, ceiling_s=60)
-        predict = kaggle.make_predict(kaggle.make_solver(generator, config, executor=executor), budget=budget)
+        predict = make_predict(make_solver(generator, config, executor=executor), budget=budget)
         problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS[:3])
         run = kaggle.run_local(predict, problems, "aimo1", out_dir=tmp_path)
     finally:

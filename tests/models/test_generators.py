@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.models import load as loading
-from numina_kit.models.demo import save_demo_model
 from numina_kit.errors import InputError
+from numina_kit.models import load as loading
 from numina_kit.models.base import Completion, Generator, HFGenerator, SamplingParams, VLLMGenerator, match_stop
+from numina_kit.models.demo import save_demo_model
 from numina_kit.models.load import load_generator, vllm_engine_args
 
 

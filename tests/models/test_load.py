@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.models import load as loading
-from numina_kit.models.demo import save_demo_model
 from numina_kit.errors import InputError
+from numina_kit.models import load as loading
 from numina_kit.models.base import HFGenerator, VLLMGenerator
-from numina_kit.models.load import checkpoint_quantization, context_length, load_generator, read_model_config, weight_bits
+from numina_kit.models.demo import save_demo_model
+from numina_kit.models.load import (
+    checkpoint_quantization,
+    context_length,
+    load_generator,
+    read_model_config,
+    weight_bits,
+)
 
 
 STUBS = Path(__file__).parents[1] / "stubs"

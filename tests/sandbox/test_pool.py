@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from numina_kit.errors import InputError
-from numina_kit.sandbox import pool as executor
-from numina_kit.sandbox.pool import STATE_LOST, ExecResult, ExecutorConfig, Sandbox, run_code, run_codes
+from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox, run_code, run_codes
+from numina_kit.sandbox.protocol import STATE_LOST
 
 
 TIMEOUT = 1.0
@@ -44,26 +44,15 @@ def stateful():
         yield box
 
 
-@pytest.fixture(scope="module", autouse=True)
-def earlier_children():
-    """Children this process had before these tests (e.g. the is_equivalent worker of an earlier test file)."""
-    EARLIER_CHILDREN.update(proc.pid for proc in psutil.Process().children(recursive=True))
-    yield
-    EARLIER_CHILDREN.clear()
-
-
-EARLIER_CHILDREN: set[int] = set()
-
-
-def stray_processes(boxes: list[Sandbox]) -> list[psutil.Process]:
-    """Descendants of this test process that are neither a worker nor a worker's live (spare/stateful) child."""
-    known = set(EARLIER_CHILDREN)
-    for box in boxes:
-        for worker in box._workers:
-            if worker.proc is not None:
-                known.add(worker.proc.pid)
-            known.update(worker.live)
-    return [proc for proc in psutil.Process().children(recursive=True) if proc.pid not in known]
+def stray_processes(box: Sandbox) -> list[psutil.Process]:
+    """Processes the blocks of `box` left behind: descendants of its workers (subreapers, so orphans stay below them)
+    that are not a live (spare or stateful) child."""
+    strays = []
+    for worker in box._workers:
+        if worker.proc is not None and worker.proc.poll() is None:
+            descendants = psutil.Process(worker.proc.pid).children(recursive=True)
+            strays += [proc for proc in descendants if proc.pid not in worker.live]
+    return strays
 
 
 def leftover_files(box: Sandbox) -> list[str]:
@@ -88,7 +77,7 @@ def settle(check, seconds: float = 3.0):
 
 
 def assert_clean(box: Sandbox) -> None:
-    assert settle(lambda: stray_processes([box, *executor._SANDBOXES])) == []
+    assert settle(lambda: stray_processes(box)) == []
     assert settle(lambda: leftover_files(box)) == []
 
 
@@ -131,6 +120,13 @@ def test_blocks_import_modules_the_worker_never_loaded(sandbox, module):
     result = sandbox.run(f"import {module}\nprint({module}.__name__)")
     assert (result.status, result.output) == ("ok", module), result.output
     assert sandbox.isolation["python_visible"]
+
+
+def test_scipy_is_importable_but_not_preloaded(sandbox):
+    """Kaggle's image has scipy and models use it; the worker does not import it, so it costs only the blocks that do."""
+    assert sandbox.run("import sys\n'scipy' in sys.modules").output == "False"
+    result = sandbox.run("from scipy import optimize\nround(optimize.brentq(lambda x: x**2 - 2, 0, 2), 6)", timeout=30)
+    assert (result.status, result.output) == ("ok", "1.414214")
 
 
 def test_each_block_runs_in_fresh_globals(sandbox):

@@ -2,41 +2,20 @@
 
 The traces are ToRA generations whose ```output blocks hold what the original executor printed. A block reproduces
 when our output equals the recorded one; error outputs compare only on their last line (ToRA showed only the final
-exception line). The data README names the blocks that cannot reproduce; docs/benchmarks.md explains each miss.
+exception line). docs/benchmarks.md explains each block that does not reproduce.
 """
-
-import json
-import re
 
 import pytest
 
 from numina_kit.sandbox.pool import run_codes
+from numina_kit.testing import load_trace_blocks, reproduces
 
 
-BLOCK = re.compile(r"```python\n(.*?)```\n```output\n(.*?)\n```", re.DOTALL)
 MIN_REPRODUCED = 2114
 
 
-def load_blocks(path) -> list[tuple[str, int, str, str]]:
-    """(trace id, block index, code, recorded output) for every executed block, in file order."""
-    blocks = []
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        for index, (code, output) in enumerate(BLOCK.findall(row["solution"])):
-            blocks.append((row["id"], index, code, output))
-    return blocks
-
-
-def reproduces(recorded: str, status: str, output: str) -> bool:
-    if output.strip() == recorded.strip():
-        return True
-    if status != "ok":  # ToRA recorded only the final exception line of an error
-        return output.strip().splitlines()[-1:] == recorded.strip().splitlines()[-1:]
-    return False
-
-
 def replay(path) -> tuple[list[tuple[str, int, str, str]], list]:
-    blocks = load_blocks(path)
+    blocks = load_trace_blocks(path)
     results = []
     for start in range(0, len(blocks), 256):
         results += run_codes([code for _, _, code, _ in blocks[start : start + 256]], timeout=5.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.answers.extract import COMPETITIONS
+from numina_kit.answers import COMPETITIONS
 from numina_kit.errors import InputError
 from numina_kit.prompts import STOP, render_prompt
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox

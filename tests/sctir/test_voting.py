@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import yaml
 
-from numina_kit.answers.extract import is_equivalent
+from numina_kit.answers import is_equivalent
 from numina_kit.errors import InputError
 from numina_kit.sctir.voting import ConsistencyRule, VoteResult, majority_vote
 
