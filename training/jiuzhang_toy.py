@@ -19,6 +19,7 @@ for each seed, the boost round runs twice, with the top-B texts by influence and
 boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`.
 """
 
+import json
 import logging
 import random
 import shlex
@@ -103,6 +104,7 @@ class Toy:
         return paths.output
 
     def train(self, recipe: str, data: Path, output: str, seed: int, flags: str) -> Path:
+        """Train with a tiny recipe (sft.py); every model but the base one starts from the base model."""
         import sft
 
         argv = [
@@ -113,7 +115,10 @@ class Toy:
             "--output_dir",
             str(self.work / output),
         ]
-        return sft.main(*sft.make_parser().parse_args_and_config([*argv, "--seed", str(seed), *shlex.split(flags)]))
+        if recipe != "base_tiny.yaml":
+            argv += ["--model_name_or_path", str(self.work / "base")]
+        argv += ["--seed", str(seed), *shlex.split(flags)]
+        return sft.main(*sft.make_parser().parse_args_and_config(argv))
 
     def synthesize(self, model: Path, texts: list[Text], name: str, seed: int) -> Path:
         """The synthesis model writes final-model rows (problem -> checked tool solution) about `texts`."""
@@ -167,8 +172,11 @@ def main(args: ToyArguments) -> dict:
         initial = rng.sample(toy.texts, args.initial_texts)
         initial_ids = {t.id for t in initial}
         # 0) the base model every toy model starts from (a stand-in for pre-training; no target-topic text)
-        base_data = write_jsonl(base_rows(args.base_passages, seed=args.corpus_seed + 1), toy.work / "base_rows.jsonl")
-        toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
+        if not (toy.work / "base" / "config.json").exists():  # kept across reruns of the same workdir
+            base_data = write_jsonl(
+                base_rows(args.base_passages, seed=args.corpus_seed + 1), toy.work / "base_rows.jsonl"
+            )
+            toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
         # 1-2) the initial distillation set and synthesis model
         distill = toy.timed("teacher calls", toy.teach, initial, "distill")
         synth0 = toy.timed(
