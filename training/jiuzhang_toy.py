@@ -177,6 +177,9 @@ def main(args: ToyArguments) -> dict:
                 base_rows(args.base_passages, seed=args.corpus_seed + 1), toy.work / "base_rows.jsonl"
             )
             toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
+        else:
+            runtime = json.loads((toy.work / "base" / "train_results.json").read_text())["train_runtime"]
+            toy.timings["base model training (earlier run)"] = runtime
         # 1-2) the initial distillation set and synthesis model
         distill = toy.timed("teacher calls", toy.teach, initial, "distill")
         synth0 = toy.timed(
