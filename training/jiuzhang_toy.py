@@ -82,6 +82,7 @@ class Toy:
         test = synthetic_problems(args.target_test, seed=1000, kinds=TARGET_KINDS)
         train = synthetic_problems(args.target_train, seed=2000, kinds=TARGET_KINDS, exclude={p.problem for p in test})
         self.test = test
+        write_jsonl([p.to_row() for p in test], self.work / "held_out.jsonl")
         self.targets = write_jsonl(
             [{"input": f"### Problem: {p.problem}\n### Solution: ", "output": p.solution} for p in train],
             self.work / "targets.jsonl",
@@ -126,7 +127,12 @@ class Toy:
 
         writer = load_generator(model, backend="hf", batch_size=64)
         config = WritingConfig(
-            rows="problem", max_new_tokens=self.args.max_new_tokens, tool_rounds=3, batch_size=128, seed=seed
+            rows="problem",
+            max_new_tokens=self.args.max_new_tokens,
+            tool_rounds=3,
+            max_context_tokens=500,  # the base model's context is 512
+            batch_size=128,
+            seed=seed,
         )
         paths = OutputPaths.beside(self.work / f"{name}.jsonl")
         write_problems(texts, writer, config, paths, sandbox=self.sandbox, eval_index=self.eval_index)

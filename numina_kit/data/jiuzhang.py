@@ -258,8 +258,9 @@ def _generate(writer: Generator, batch: list[Request], config: WritingConfig, sa
         if tool and config.tool_execution == "loop":
             prompts = [r.prompt for r in group]
             solution = solve("", writer, config.loop_config(seed), executor=sandbox, prompts=prompts)
-            if solution.stop_reason == "generation error":
-                raise TeacherError(f"writer failed: {solution.candidates[0].reason} (rerun to resume)")
+            if solution.stop_reason == "generation error":  # solve logged the exception
+                reason = next(c.reason for c in solution.candidates if c.reason.startswith("generation error"))
+                raise TeacherError(f"writer failed ({reason}); rerun to resume")
             for request, c in zip(group, solution.candidates, strict=True):
                 done = c.status is CandidateStatus.ANSWERED
                 replies[request.id] = Reply(c.text, c.generated_tokens, "" if done else f"loop: {c.reason}")

@@ -24,6 +24,7 @@ from numina_kit.sandbox.pool import Sandbox
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_WITH_UNIT = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:\\[,;!% ]|%|\s|\\(?:text|mathrm)\{[^{}]*\}|[a-zA-Z]+)+")
 
 
 @dataclass
@@ -103,6 +104,9 @@ def answer_agrees(boxed: str, output: str, *, timeout: float = 2.0) -> bool:
     text = output.replace(",", "")
     if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w]|\.\d)", text):
         return True
+    unit = _WITH_UNIT.fullmatch(value)  # "27.73 \\, \\text{s}", "40.73\\%": the number is the answer
+    if unit:
+        value = unit.group(1)
     if _NUMBER.fullmatch(value):
         decimals = len(value.split(".")[1]) if "." in value and "e" not in value.lower() else 0
         # a boxed 0.49 may round a printed 0.4934; a boxed integer must be printed as that integer (or 3.0 for 3)

@@ -60,6 +60,9 @@ def test_rejections(sandbox, solution, reason):
         ("0.5", "0.4934802200544679", True),  # rounded to one decimal
         ("0.6", "0.4934802200544679", False),
         ("1{,}234", "1234", True),
+        ("27.73 \\, \\text{s}", "27.72588722239781", True),  # a unit after the number
+        ("40.73\\%", "40.7254", True),
+        ("12 \\text{apples}", "13", False),
         ("\\frac{1}{2}", "1/2", True),
         ("\\frac{1}{3}", "0.5", False),
         ("", "1", False),
