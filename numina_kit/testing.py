@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from numina_kit.answers import is_equivalent, parse_integer
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.models.base import Completion, SamplingParams
 
 
@@ -159,8 +160,7 @@ class OpenAIServer:
 
 def load_rows(path: Path) -> list[dict]:
     """The rows of a JSONL file (the shared evaluation sets and traces)."""
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return read_jsonl(path)
 
 
 def answers_agree(recorded: str, extracted: str | None) -> str | None:
@@ -212,8 +212,7 @@ def load_trace_blocks(path: str | Path) -> list[tuple[str, int, str, str]]:
     """(trace id, block index, code, recorded output) for every executed block of a JSONL file of ToRA traces (one
     `{"id", "solution"}` object a line, each code block followed by the output the original executor printed)."""
     blocks = []
-    for line in Path(path).read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(path):
         for index, (code, output) in enumerate(TRACE_BLOCK.findall(row["solution"])):
             blocks.append((row["id"], index, code, output))
     return blocks
