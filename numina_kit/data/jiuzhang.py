@@ -203,7 +203,7 @@ def write_problems(
     def write_stats() -> dict:
         stats = summarize(ledger.records) | {
             "planned": len(plan),
-            "pending": len(plan) - len(done),
+            "pending": sum(r.id not in done for r in plan),
             "texts_removed_by_decontamination": len(removed),
             "shard": f"{config.shard} of {config.num_shards}",
         }
