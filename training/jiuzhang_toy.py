@@ -10,7 +10,7 @@ the pipeline itself: the requests, the parsing, the sandbox executing every tool
 trained with training/sft.py, LESS influence from real per-sample gradients of a LoRA reference model
 (training/jiuzhang_select.py), the boost round, synthesis at scale with the trained model, and the final tiny model
 trained on the synthesized data and evaluated with SC-TIR on held-out target problems (`problems` kinds `product`
-and `power`, never seen in training; the influence targets are a disjoint training split).
+and `power` with small numbers, never seen in training; the influence targets are a disjoint training split).
 
 Every model starts from a toy base model trained once on passages and problems of the irrelevant topics only (a
 stand-in for the pretrained LM the paper starts from: no model could learn to read and copy from a few hundred rows).
@@ -38,9 +38,8 @@ from numina_kit.data.influence import hypergeometric_tail
 from numina_kit.data.jiuzhang import WritingConfig, write_problems
 from numina_kit.data.jsonl import read_jsonl, write_json, write_jsonl
 from numina_kit.data.ledger import OutputPaths
-from numina_kit.data.problems import synthetic_problems
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig
-from numina_kit.data.toy import TARGET_KINDS, ScriptedTeacher, base_rows, is_relevant, make_corpus
+from numina_kit.data.toy import ScriptedTeacher, base_rows, is_relevant, make_corpus, target_problems
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.sctir.loop import SCTIRConfig, solve
 from numina_kit.testing import OpenAIServer
@@ -55,14 +54,14 @@ class ToyArguments:
     """Sizes of the toy run; the models' settings are the tiny recipes', with `*_flags` added on top."""
 
     workdir: str = "outputs/jiuzhang_toy"
-    corpus_size: int = 600
+    corpus_size: int = 500
     relevant_share: float = 0.1
     corpus_seed: int = 0
-    initial_texts: int = 100  # the teacher's initial distillation texts (the paper: 5.3k)
+    initial_texts: int = 80  # the teacher's initial distillation texts (the paper: 5.3k)
     budget: int = 40  # B, texts of the boost round (the paper: 4k)
     target_train: int = 24  # influence targets: the target task's training split
     target_test: int = 30  # held-out target problems the final models are scored on
-    base_passages: int = 900  # the base model's pre-training passages (irrelevant topics only)
+    base_passages: int = 1500  # the base model's pre-training passages (irrelevant topics only)
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     base_flags: str = ""  # recipe overrides, e.g. "--num_train_epochs 2"
     synthesis_flags: str = ""
@@ -79,8 +78,8 @@ class Toy:
         self.work = Path(args.workdir)
         self.texts = make_corpus(args.corpus_size, relevant_share=args.relevant_share, seed=args.corpus_seed)
         self.by_id = {t.id: t for t in self.texts}
-        test = synthetic_problems(args.target_test, seed=1000, kinds=TARGET_KINDS)
-        train = synthetic_problems(args.target_train, seed=2000, kinds=TARGET_KINDS, exclude={p.problem for p in test})
+        test = target_problems(args.target_test, seed=1000)
+        train = target_problems(args.target_train, seed=2000, exclude={p.problem for p in test})
         self.test = test
         write_jsonl([p.to_row() for p in test], self.work / "held_out.jsonl")
         self.targets = write_jsonl(

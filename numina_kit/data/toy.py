@@ -2,8 +2,8 @@
 
 This is a stand-in, said plainly: the paper's teacher is GPT-4 and its corpus is millions of real math texts. Here
 `make_corpus` writes short passages on eight topics, of which only `remainders` (remainders of products and powers
-modulo 1000) is relevant to the target task: the demo's tool-integrated problems (`numina_kit.data.problems`
-kinds `product` and `power`). `ScriptedTeacher` is an OpenAI-compatible respond function (serve it with
+modulo 1000) is relevant to the target task: the demo's tool-integrated problems of kinds `product` and `power`
+(`numina_kit.data.problems`'s wording and code, with smaller numbers: `target_problems`). `ScriptedTeacher` is an OpenAI-compatible respond function (serve it with
 `numina_kit.testing.OpenAIServer`, call it with `teacher.HTTPTeacher`) that, for a request about a passage, writes
 a correct problem and tool solution on that passage's topic with the passage's numbers, deterministically. Like a
 real teacher it is sometimes wrong: a few replies are malformed, some claim an output the code does not print (the
@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from numina_kit.data.corpus import Text
+from numina_kit.data.problems import SyntheticProblem
 from numina_kit.testing import Reply, completion_reply
 
 
 RELEVANT_TOPIC = "remainders"
-TARGET_KINDS = ("product", "power")  # numina_kit.data.problems kinds the relevant topic writes
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,14 @@ class Topic:
 
 
 def _product_or_power(rng: random.Random) -> dict:
+    # smaller numbers than the demo's: a tiny model trained in minutes copies two digits far more reliably than five
     if rng.random() < 0.5:
-        return {"a": rng.randint(1000, 99999), "b": rng.randint(1000, 99999)}
-    return {"b": rng.randint(2, 99), "e": rng.randint(10, 999)}
+        return {"a": rng.randint(12, 99), "b": rng.randint(12, 99)}
+    return {"b": rng.randint(2, 19), "e": rng.randint(10, 60)}
 
 
 def _remainder_problem(f: dict) -> tuple[str, str]:
-    # the exact wording and code of numina_kit.data.problems's `product` and `power` kinds
+    # the wording and code of numina_kit.data.problems's `product` and `power` kinds
     if "a" in f:
         return (
             f"What is the remainder when ${f['a']} \\times {f['b']}$ is divided by $1000$?",
@@ -93,7 +94,7 @@ TOPICS = (
             "Percent means per hundred: {p} percent of the {n} voters supported the proposal.",
             "A shop discounts goods by {p} percent; on a price of {n} the saving is a simple product.",
         ),
-        lambda rng: {"p": rng.randint(2, 95), "n": rng.randint(100, 9999)},
+        lambda rng: {"p": rng.randint(2, 95), "n": rng.randint(20, 999)},
         lambda f: (f"What is ${f['p']}\\%$ of ${f['n']}$?", _assign(f, "p * n / 100")),
         r"(?P<p>\d+) percent of the (?P<n>\d+)|(?P<p2>\d+) percent; on a price of (?P<n2>\d+)",
     ),
@@ -127,7 +128,7 @@ TOPICS = (
             "Primes thin out slowly: the primes below {n} were listed by sieving out multiples.",
             "Euclid proved there are infinitely many primes; counting those under {n} is a classic exercise.",
         ),
-        lambda rng: {"n": rng.randint(20, 5000)},
+        lambda rng: {"n": rng.randint(20, 999)},
         lambda f: (
             f"How many primes are less than ${f['n']}$?",
             f"from sympy import primepi\nprint(primepi({f['n']} - 1))",
@@ -277,3 +278,21 @@ def base_rows(size: int, *, seed: int = 0) -> list[dict]:
             rows.append({"input": request, "output": render_reply(problem, solution)})
         rows.append({"input": render_question(problem, tool=True), "output": "\n" + solution})
     return rows
+
+
+def target_problems(size: int, *, seed: int, exclude: set[str] | None = None) -> list[SyntheticProblem]:
+    """Problems of the target task (the relevant topic's), with worked solutions: a training split for influence
+    and a held-out split for scoring, disjoint through `exclude`."""
+    rng = random.Random(seed)
+    seen = set(exclude or ())
+    problems: list[SyntheticProblem] = []
+    while len(problems) < size:
+        problem, code = _remainder_problem(_product_or_power(rng))
+        if problem in seen:
+            continue
+        seen.add(problem)
+        value = _evaluate(code)
+        kind = "product" if "times" in problem else "power"
+        solution = "\n" + render_solution(code, value, value)
+        problems.append(SyntheticProblem(f"target-{seed}-{len(problems)}", kind, problem, int(value), code, solution))
+    return problems
