@@ -9,8 +9,8 @@
 - The toy end-to-end run (training/jiuzhang_toy.py): influence-selected against random boost texts, over seeds; its
   results are read from `<workdir>/results.json`, or the run is started when that file is missing (about an hour).
 
-Run: `python benchmarks/jiuzhang.py [--workdir outputs/jiuzhang_toy]` (writes the `jiuzhang` section of
-docs/benchmarks.md).
+Run: `python benchmarks/jiuzhang.py [--workdir outputs/jiuzhang_toy] [--part replay|toy]` (writes the sections
+`jiuzhang_replay` and `jiuzhang_toy` of docs/benchmarks.md).
 """
 
 import argparse
@@ -111,9 +111,21 @@ def toy_section(results: dict) -> str:
         for arm in ("influence", "random")
     ]
     stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results["stage_seconds"].items()]
+    influence, random_ = summary["influence"], summary["random"]
+    gap = influence["accuracy_mean"] - random_["accuracy_mean"]
+    spread = max(influence["accuracy_stdev"], random_["accuracy_stdev"])
+    verdict = (
+        "ahead of random by more than the spread across seeds"
+        if gap > spread
+        else "ahead of random, but by less than the spread across seeds (not shown at this size)"
+        if gap > 0
+        else "not ahead of random (the advantage is not shown at this size)"
+    )
+    processes = results.get("seed_processes", 1)
     return (
-        f"Toy run (`training/jiuzhang_toy.py`, {results['total_seconds'] / 60:.0f} minutes on the machine above, "
-        f"one torch thread): a generated corpus of {args['corpus_size']} passages on 8 topics, "
+        f"Toy run (`training/jiuzhang_toy.py`, {results['total_seconds'] / 60:.0f} minutes wall time on the machine "
+        f"above, shared with other jobs, at nice 5, one torch thread per process; the seeds ran {processes} at a "
+        f"time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "
         "scripted teacher standing in for GPT-4 (deterministic, served over HTTP; some replies malformed or with "
         "wrong claimed outputs); tiny Llama models fine-tuned from a toy base model that never saw the target topic. "
@@ -121,7 +133,9 @@ def toy_section(results: dict) -> str:
         f"the rest; LESS ranks those texts against {args['target_train']} target training problems; the boost round "
         f"sends B = {args['budget']} texts to the teacher, chosen by influence or at random (the baseline); each "
         "boosted synthesis model writes the final model's data about every text, and the final model is scored "
-        f"with SC-TIR (one greedy candidate) on {args['target_test']} held-out target problems.\n\n"
+        f"with SC-TIR (one greedy candidate) on {args['target_test']} held-out target problems. Overrides of the "
+        f"tiny recipes: base `{args['base_flags']}`, synthesis `{args['synthesis_flags']}`, selection "
+        f"`{args['select_flags']}`, final `{args['final_flags']}`.\n\n"
         f"Selection: {selection['relevant_selected']} of the {selection['selected']} selected texts are on the "
         f"target topic, against {selection['relevant_among_them']} of {selection['candidate_texts_with_rows']} "
         f"candidates ({selection['relevant_among_them'] / selection['candidate_texts_with_rows']:.0%}); "
@@ -129,39 +143,47 @@ def toy_section(results: dict) -> str:
         + markdown_table(["boost", "seed", "relevant boost rows", "relevant final rows", "held-out accuracy"], rows)
         + "\n\n"
         + markdown_table(["boost", "accuracy mean", "stdev", "seeds"], means)
-        + "\n\nTime per stage (minutes, all seeds):\n\n"
+        + f"\n\nFinal models: influence-boosted {influence['accuracy_mean']:.1%} against random-boosted "
+        f"{random_['accuracy_mean']:.1%}, {verdict}.\n\nTime per stage (minutes, summed over all seeds' processes):\n\n"
         + markdown_table(["stage", "minutes"], stages)
+    )
+
+
+def replay_section() -> str:
+    rows = read_jsonl(DATA / "pt_tool_sample.jsonl")
+    blocks, outcomes, info = replay(rows)
+    kept = outcomes.pop("kept", 0)
+    replaced = outcomes.pop("kept, with claims replaced", 0)
+    return (
+        f"Verification of JiuZhang3.0's released PT-Tool sample ({info['rows']} rows, "
+        f"{info['seconds']:.0f} s): the rows as released are all kept (baseline); ours keeps **{kept} of "
+        f"{info['rows']}**, {replaced} of them with recorded outputs replaced by what the code prints.\n\n"
+        + markdown_table(["code blocks run", "blocks", "ran without error", "printed their recorded output"], blocks)
+        + "\n\n"
+        + markdown_table(["rows dropped because", "rows"], [[f"`{k}`", v] for k, v in outcomes.most_common()])
+        + "\n\nFormat: the released samples read by `training/sft.py` as raw prompt/completion pairs (loss on the "
+        "completion), the schema our pipeline writes (`input`, `output`, plus `text_id` and `stage`):\n\n"
+        + markdown_table(["sample", "rows", "columns", "prompt ends"], formats())
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(REPO / "outputs" / "jiuzhang_toy"))
+    parser.add_argument("--part", choices=["all", "replay", "toy"], default="all")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    body = ""
-    if DATA.exists():
-        rows = read_jsonl(DATA / "pt_tool_sample.jsonl")
-        blocks, outcomes, info = replay(rows)
-        kept = outcomes.pop("kept", 0)
-        replaced = outcomes.pop("kept, with claims replaced", 0)
-        body += (
-            f"Verification of JiuZhang3.0's released PT-Tool sample ({info['rows']} rows, "
-            f"{info['seconds']:.0f} s): the rows as released are all kept (baseline); ours keeps **{kept} of "
-            f"{info['rows']}**, {replaced} of them with recorded outputs replaced by what the code prints.\n\n"
-            + markdown_table(
-                ["code blocks run", "blocks", "ran without error", "printed their recorded output"], blocks
-            )
-            + "\n\n"
-            + markdown_table(["rows dropped because", "rows"], [[f"`{k}`", v] for k, v in outcomes.most_common()])
-            + "\n\nFormat: the released samples read by `training/sft.py` as raw prompt/completion pairs (loss on the "
-            "completion), the schema our pipeline writes (`input`, `output`, plus `text_id` and `stage`):\n\n"
-            + markdown_table(["sample", "rows", "columns", "prompt ends"], formats())
-        )
-    results = toy(Path(args.workdir))
-    body += "\n\n" + toy_section(results)
-    write_section("jiuzhang", "JiuZhang3.0 synthesis", body)
-    print(body)
+    if args.part in ("all", "replay"):
+        if DATA.exists():
+            body = replay_section()
+            write_section("jiuzhang_replay", "JiuZhang3.0: replay of the released tool data", body)
+            print(body)
+        else:
+            print(f"skipped the replay: {DATA} is absent (the released samples are not part of the project)")
+    if args.part in ("all", "toy"):
+        body = toy_section(toy(Path(args.workdir)))
+        write_section("jiuzhang_toy", "JiuZhang3.0: toy run, influence against random selection", body)
+        print(body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import logging
 import random
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,7 @@ class ToyArguments:
     select_flags: str = ""
     final_flags: str = ""
     max_new_tokens: int = 80  # per reply of the synthesis model
+    seed_processes: int = 1  # seeds run at once, each in its own process, after the shared stages
 
 
 class Toy:
@@ -104,9 +106,14 @@ class Toy:
         return paths.output
 
     def train(self, recipe: str, data: Path, output: str, seed: int, flags: str) -> Path:
-        """Train with a tiny recipe (sft.py); every model but the base one starts from the base model."""
+        """Train with a tiny recipe (sft.py); every model but the base one starts from the base model.
+
+        A model already trained in this workdir (its `config.json` written) is reused: a rerun resumes the run.
+        """
         import sft
 
+        if (self.work / output / "config.json").exists():
+            return self.work / output
         argv = [
             "--config",
             str(RECIPES / recipe),
@@ -138,8 +145,11 @@ class Toy:
         return paths.output
 
     def select(self, model: Path, candidates: Path, exclude: Path) -> list[str]:
+        """LESS selection of B texts (training/jiuzhang_select.py); an earlier run's selection.json is reused."""
         import jiuzhang_select
 
+        if (self.work / "selection.json").exists():
+            return json.loads((self.work / "selection.json").read_text())["selected"]
         argv = ["--config", str(RECIPES / "select_tiny.yaml"), "--model_name_or_path", str(model)]
         argv += ["--candidates", str(candidates), "--targets", str(self.targets), "--exclude", str(exclude)]
         argv += ["--budget", str(self.args.budget), "--output_dir", str(self.work / "reference")]
@@ -160,6 +170,64 @@ def relevant_share(rows_file: Path, by_id: dict[str, Text]) -> dict:
     rows = read_jsonl(rows_file)
     relevant = sum(is_relevant(by_id[r["text_id"]]) for r in rows)
     return {"rows": len(rows), "relevant_rows": relevant}
+
+
+def run_arm(toy: Toy, arm: str, seed: int, distill: Path, influence_boost: Path, pool: list[str], budget: int) -> dict:
+    """One boost arm for one seed: boost rows, synthesis model, final data, final model, its score.
+
+    The result (with the arm's own stage times) is kept in `arm_<arm>_<seed>.json`; a rerun reuses it.
+    """
+    tag = f"{arm}_{seed}"
+    done = toy.work / f"arm_{tag}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    before = dict(toy.timings)
+    if arm == "influence":
+        boost = influence_boost
+    else:
+        random_ids = random.Random(seed).sample(pool, budget)
+        boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in random_ids], f"boost_random_{seed}")
+    data = write_jsonl(read_jsonl(distill) + read_jsonl(boost), toy.work / f"synthesis_train_{tag}.jsonl")
+    synth = toy.timed(
+        "synthesis model training",
+        toy.train,
+        "synthesis_tiny.yaml",
+        data,
+        f"synth_{tag}",
+        seed,
+        toy.args.synthesis_flags,
+    )
+    final_rows = toy.timed("synthesis", toy.synthesize, synth, toy.texts, f"final_{tag}", seed)
+    final = toy.timed(
+        "final model training", toy.train, "final_tiny.yaml", final_rows, f"final_{tag}", seed, toy.args.final_flags
+    )
+    accuracy = toy.timed("evaluation", toy.score, final)
+    result = {"seed": seed, "accuracy": accuracy, "boost": relevant_share(boost, toy.by_id)}
+    result["final_data"] = relevant_share(final_rows, toy.by_id)
+    result["seconds"] = {k: round(v - before.get(k, 0.0), 1) for k, v in toy.timings.items() if v != before.get(k)}
+    write_json(result, done)
+    logger.info("%s: %s", tag, result)
+    return result
+
+
+def seed_command(args: ToyArguments, seed: int) -> list[str]:
+    """The command line of a child process that runs one seed's arms with the same sizes."""
+    common = [f"--{name}={value}" for name, value in asdict(args).items() if name not in ("seeds", "seed_processes")]
+    return [sys.executable, __file__, *common, "--seeds", str(seed)]
+
+
+def run_seeds_in_processes(args: ToyArguments) -> None:
+    """Each seed's arms in a child process of this script (`seed_processes` at once); they reuse the shared stages."""
+    pending = [seed_command(args, seed) for seed in args.seeds]
+    running: list[subprocess.Popen] = []
+    while pending or running:
+        while pending and len(running) < args.seed_processes:
+            running.append(subprocess.Popen(pending.pop(0)))
+        time.sleep(1.0)
+        for process in [p for p in running if p.poll() is not None]:
+            running.remove(process)
+            if process.returncode != 0:
+                raise RuntimeError(f"a seed's process failed ({process.returncode}): {shlex.join(process.args)}")
 
 
 def main(args: ToyArguments) -> dict:
@@ -208,39 +276,18 @@ def main(args: ToyArguments) -> dict:
         logger.info("selection: %s", selection)
         influence_boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in selected], "boost_influence")
         # 4-6) per seed: both boost arms, their synthesis models, their final data and final models
+        if args.seed_processes > 1 and len(args.seeds) > 1:
+            toy.timed("seeds in parallel", run_seeds_in_processes, args)
         arms: dict[str, list[dict]] = {"influence": [], "random": []}
         for seed in args.seeds:
-            random_ids = random.Random(seed).sample(pool, len(selected))
-            random_boost = toy.timed(
-                "teacher calls", toy.teach, [toy.by_id[i] for i in random_ids], f"boost_random_{seed}"
-            )
-            for arm, boost in (("influence", influence_boost), ("random", random_boost)):
-                tag = f"{arm}_{seed}"
-                data = write_jsonl(read_jsonl(distill) + read_jsonl(boost), toy.work / f"synthesis_train_{tag}.jsonl")
-                synth = toy.timed(
-                    "synthesis model training",
-                    toy.train,
-                    "synthesis_tiny.yaml",
-                    data,
-                    f"synth_{tag}",
-                    seed,
-                    args.synthesis_flags,
-                )
-                final_rows = toy.timed("synthesis", toy.synthesize, synth, toy.texts, f"final_{tag}", seed)
-                final = toy.timed(
-                    "final model training",
-                    toy.train,
-                    "final_tiny.yaml",
-                    final_rows,
-                    f"final_{tag}",
-                    seed,
-                    args.final_flags,
-                )
-                accuracy = toy.timed("evaluation", toy.score, final)
-                result = {"seed": seed, "accuracy": accuracy, "boost": relevant_share(boost, toy.by_id)}
-                result["final_data"] = relevant_share(final_rows, toy.by_id)
-                arms[arm].append(result)
-                logger.info("%s: %s", tag, result)
+            for arm in arms:
+                arms[arm].append(run_arm(toy, arm, seed, distill, influence_boost, pool, len(selected)))
+    stage_seconds = dict(toy.timings)
+    stage_seconds.pop("seeds in parallel", None)
+    for runs in arms.values():
+        for run in runs:
+            for name, seconds in run["seconds"].items():
+                stage_seconds[name] = stage_seconds.get(name, 0.0) + seconds
     summary = {
         arm: {
             "accuracy_mean": statistics.mean(r["accuracy"] for r in runs),
@@ -254,8 +301,9 @@ def main(args: ToyArguments) -> dict:
         "selection": selection,
         "arms": arms,
         "summary": summary,
-        "stage_seconds": {k: round(v, 1) for k, v in toy.timings.items()},
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
         "total_seconds": round(time.monotonic() - start, 1),
+        "seed_processes": min(args.seed_processes, len(args.seeds)),
     }
     write_json(results, Path(args.workdir) / "results.json")
     print(

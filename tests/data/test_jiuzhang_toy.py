@@ -5,28 +5,61 @@ candidate rows, LESS selection from real gradients, both boost arms for one seed
 data and final models, SC-TIR scoring on held-out target problems. Checks that every stage ran and wrote what the
 next one reads, that the selection and its p-value are consistent, that every kept tool row's outputs are the
 sandbox's, and that the held-out problems never appear in any training row. Also: the released JiuZhang3.0 SFT
-sample trains through training/sft.py as it is (skipped without ../shared/data).
+sample trains through training/sft.py as it is (skipped without ../shared/data). Fast: a seed's child process gets
+the same sizes, and a rerun reuses a finished arm instead of redoing it.
 """
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from trl import TrlParser
 
-from numina_kit.data.jsonl import read_jsonl
+from numina_kit.data.jsonl import read_jsonl, write_json
 
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_toy_pipeline_runs_every_stage(tmp_path):
+def toy_script():
     sys.path.insert(0, str(REPO / "training"))
     try:
         import jiuzhang_toy
     finally:
         sys.path.remove(str(REPO / "training"))
+    return jiuzhang_toy
+
+
+def test_a_seed_process_runs_the_same_sizes():
+    toy = toy_script()
+    args = toy.ToyArguments(
+        corpus_size=99, select_flags="--num_train_epochs 2 --projection_dim 1024", seed_processes=3
+    )
+    command = toy.seed_command(args, 2)
+    assert command[:2] == [sys.executable, toy.__file__]
+    (child,) = TrlParser((toy.ToyArguments,), allow_abbrev=False).parse_args_and_config(command[2:])
+    assert child == replace(args, seeds=[2], seed_processes=1)
+
+
+def test_a_finished_arm_is_reused(tmp_path):
+    toy = toy_script()
+
+    class Finished:  # a run whose arm is done: nothing may be trained, written or scored again
+        work = tmp_path
+
+        def __getattr__(self, name):
+            raise AssertionError(f"the finished arm touched {name}")
+
+    done = {"seed": 1, "accuracy": 0.5, "boost": {"rows": 3, "relevant_rows": 1}, "seconds": {}}
+    write_json(done, tmp_path / "arm_random_1.json")
+    assert toy.run_arm(Finished(), "random", 1, tmp_path / "d.jsonl", tmp_path / "b.jsonl", ["t1"], 1) == done
+
+
+@pytest.mark.slow
+def test_toy_pipeline_runs_every_stage(tmp_path):
+    jiuzhang_toy = toy_script()
     args = jiuzhang_toy.ToyArguments(
         workdir=str(tmp_path),
         corpus_size=160,
