@@ -100,6 +100,7 @@ def test_problem_rows(tmp_path, server, sandbox, style, prefix):
     _, rows = run(tmp_path, server, sandbox, texts=texts, rows="problem", style=style)
     assert rows and all(r["input"].startswith(prefix) and "```python" in r["output"] for r in rows)
     assert all(r["input"].endswith("### Solution: " if style == "tora" else "## Code Solution\n") for r in rows)
+    assert all(real_outputs_only(r["output"], sandbox) for r in rows)  # what the model claimed was replaced
 
 
 def test_decontamination_of_texts_and_problems(tmp_path, server, sandbox):
