@@ -78,12 +78,12 @@ def replay(rows: list[dict]) -> tuple[list[list[object]], Counter, dict]:
 
 def formats() -> list[list[object]]:
     """Each released sample through training/sft.py's loading: rows, columns after rendering, a prompt's ending."""
-    from components import DataArguments, load_rows, render_texts
+    from data import DataArguments, load_rows, render_prompt_completion
 
     table = []
     for name in ("pt_cot_sample.jsonl", "pt_tool_sample.jsonl", "sft_sample.jsonl"):
         rows = load_rows(DataArguments(dataset_name=str(DATA / name)))["train"]
-        rendered = render_texts(rows, tokenizer=None)
+        rendered = render_prompt_completion(rows, "</s>")
         ending = rendered[0]["prompt"].rsplit("\n\n", 1)[-1].strip()
         table.append([f"`{name}`", rendered.num_rows, ", ".join(rendered.column_names), f"`{ending}`"])
     return table

@@ -1,15 +1,24 @@
-"""Stand-ins that tests and benchmarks both use: a fake clock, a scripted generator, a scripted OpenAI server, a
-scripted TIR teacher, and the answer and trace-replay comparisons that tests and benchmarks both measure with.
+"""Stand-ins that tests and benchmarks both use: a fake clock, scripted generators (batch and streaming), a scripted
+OpenAI server, a scripted TIR teacher, a virtual-time event loop, the real vLLM engine on CPU, and the answer and
+trace-replay comparisons that tests and benchmarks both measure with.
 
 They are part of the library (not of `tests/`) so that a benchmark never imports a test module, and so that users
 can drive `solve`, `make_predict` or a teacher client without a model: every stand-in speaks the same interface as
 the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoint on 127.0.0.1).
 """
 
+import asyncio
 import json
+import os
 import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,6 +162,103 @@ class OpenAIServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+HANG = "<hang>"  # ends a scripted text: stream what comes before it, then wait until the request is cancelled
+
+
+class ScriptedStreamingGenerator:
+    """A `StreamingGenerator` serving canned texts per candidate: `scripts[c][k]` answers candidate c's k-th request.
+
+    The candidate is read from the request id, which the async engine writes as `run/candidate/round`. A text is
+    streamed `chunk_chars` characters at a time; before each chunk the generator yields to the event loop and moves
+    `clock` (a `FakeClock`) by `seconds_per_chunk`, so tests decide what happens "during" a request without any
+    wall-clock wait. A text ending in `HANG` streams up to the marker, then waits until the request is cancelled.
+    Requests listed in `fail` (as `(candidate, k)`) raise a CUDA-like error. Tokens are characters. Everything is
+    recorded: `requests` (id, prompt, params), `cancelled` and `finished` request ids, and `max_in_flight`.
+    """
+
+    def __init__(
+        self,
+        scripts: list[list[str]],
+        clock: FakeClock | None = None,
+        *,
+        seconds_per_chunk: float = 0.0,
+        chunk_chars: int = 8,
+        fail: tuple[tuple[int, int], ...] = (),
+    ) -> None:
+        self.scripts, self.clock, self.seconds_per_chunk = scripts, clock, seconds_per_chunk
+        self.chunk_chars, self.fail = chunk_chars, set(fail)
+        self.requests: list[tuple[str, str, SamplingParams]] = []
+        self.cancelled: list[str] = []
+        self.finished: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._served: dict[int, int] = {}
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    async def complete(self, prompt: str, params: SamplingParams, *, request_id: str, on_progress=None) -> Completion:
+        candidate = int(request_id.split("/")[1])
+        k = self._served.get(candidate, 0)
+        self._served[candidate] = k + 1
+        self.requests.append((request_id, prompt, params))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if (candidate, k) in self.fail:
+                raise RuntimeError("CUDA out of memory")
+            script = self.scripts[candidate][k]
+            hang = script.endswith(HANG)
+            text = script.removesuffix(HANG)
+            for end in range(self.chunk_chars, len(text) + self.chunk_chars, self.chunk_chars):
+                await asyncio.sleep(0)
+                if self.clock is not None:
+                    self.clock.now += self.seconds_per_chunk
+                if on_progress is not None:
+                    on_progress(text[:end], min(end, len(text)))
+            if hang:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request_id)
+            raise
+        finally:
+            self.in_flight -= 1
+        self.finished.append(request_id)
+        return Completion(text=text, finish_reason="stop", num_tokens=len(text), prompt_tokens=len(prompt))
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio event loop on virtual time: when nothing is ready to run, the clock jumps to the next timer.
+
+    `await asyncio.sleep(3600)` returns at once with `loop.time()` an hour later, so async code (the async SC-TIR
+    engine, a simulated server) runs on simulated time: pass `loop.time` wherever a `clock` is taken. Work in other
+    threads that wakes the loop (`run_in_executor`) is not waited for before the clock jumps: simulate with
+    coroutines only.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list:
+        events = super().select(0)  # the loop's own wake-up pipe, without waiting
+        if events or timeout == 0:
+            return events
+        if timeout is None:  # nothing scheduled: only another thread can wake the loop
+            return super().select(None)
+        self.loop.now += timeout
+        return []
 
 
 # ---------------------------------------------------------------- answers: the comparisons the real-data figures use
@@ -304,3 +410,100 @@ class TIRModel:
     def _reply(self, reply: Reply) -> Reply:
         reply.delay_s = self.delay_s
         return reply
+
+
+# --- the real vLLM engine on CPU (vLLM's CPU build, `make vllm-env`) -------------------------------------------------
+
+# vLLM's engine core and its worker run inside the calling process: a start then takes seconds instead of the minute
+# two spawned processes need to import torch and vLLM again. `nobind` leaves the caller's CPU affinity alone.
+IN_PROCESS_VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+# No torch.compile warm-up, one process, and a small KV cache (in host memory).
+IN_PROCESS_VLLM_ARGS = {"enforce_eager": True, "distributed_executor_backend": "uni", "kv_cache_memory_bytes": 2**28}
+VLLM_MISSING = "vLLM is not installed in this environment: `make test-vllm` runs this in .venv-vllm (vLLM's CPU build)"
+
+
+def open_vllm_in_process(model_path: str | Path, **overrides: object):
+    """A `VLLMGenerator` whose engine runs in this process on vLLM's CPU build, for tests and benchmarks.
+
+    It goes through `load_generator(backend="vllm")` like any caller; only the start-up settings above differ from
+    the defaults (they set environment variables of this process, which vLLM reads when an engine starts).
+    """
+    from numina_kit.models.load import load_generator
+
+    os.environ.update(IN_PROCESS_VLLM_ENV)
+    return load_generator(model_path, backend="vllm", **{**IN_PROCESS_VLLM_ARGS, **overrides})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class VLLMServer:
+    """vLLM's OpenAI-compatible server (`vllm serve MODEL`) on 127.0.0.1 in a child process of the current interpreter's
+    vLLM, stopped on exit.
+
+    `url` is the OpenAI base URL (`http://127.0.0.1:PORT/v1`); `kill()` ends it at once, as a crash would, and
+    `start()` can start it again on the same port; the log is kept in `log_path`. Start-up waits for `/v1/models` to
+    answer, at most `start_timeout_s`.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        log_path: str | Path,
+        *,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
+        start_timeout_s: float = 600,
+    ) -> None:
+        self.model, self.log_path, self.args, self.start_timeout_s = str(model), Path(log_path), args, start_timeout_s
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "VLLMServer":
+        # What `vllm serve` starts. That command itself fails in vllm-cpu 0.32.0: it asks for the version of the
+        # distribution "vllm", and the CPU build's distribution is "vllm-cpu".
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", "teacher", *self.args]
+        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {self.process.returncode}: see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                time.sleep(1)
+        self.kill()
+        raise RuntimeError(f"vllm serve did not answer within {self.start_timeout_s:.0f} s: see {self.log_path}")
+
+    def kill(self) -> None:
+        """End the server and every process it started (its engine core), at once."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Ask the server to shut down (SIGTERM), then kill what is left after 30 s."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,20 +1,24 @@
-"""What `sft.py` and `kto.py` share: their extra recipe arguments, and getting the dataset, tokenizer and model.
+"""What `sft.py`, `kto_sample.py` and `kto.py` share: the model and tokenizer, saving, and the command line.
 
-Shaped like open-r1's `utils/` (`get_dataset`, `get_tokenizer`, `get_model`). Every training example is rendered to
-text with `numina_kit.prompts.CHAT_TEMPLATE`, the template inference builds its prompts from, so the two cannot
-drift; the template ends each solution with EOS and the pad token is kept distinct from EOS, so the model learns
-to stop (Numina's pad == EOS and EOS-less template hid it; numina.md §1, §7.8).
+Shaped like open-r1's `utils/` (`get_tokenizer`, `get_model`). Every recipe trains with
+`numina_kit.prompts.CHAT_TEMPLATE`, the template inference builds its prompts from, so the two cannot drift; the
+template ends each solution with EOS and the pad token is kept distinct from EOS, so the model learns to stop
+(Numina's template had no EOS and its pad token was EOS: `tokenizer_config.json` of AI-MO/NuminaMath-7B-TIR).
+
+`use_peft` trains LoRA adapters (peft) and `load_in_4bit` / `load_in_8bit` load the frozen base in bitsandbytes'
+4/8-bit format (QLoRA); the saved model is always the base with the adapters merged into it, in the recipe's dtype,
+so inference loads it like any other model (the adapters alone are kept in `output_dir/adapter`).
 """
 
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ModelConfig, ScriptArguments
+from trl import ModelConfig
 
-from numina_kit.data.problems import synthetic_problems, to_messages
 from numina_kit.errors import InputError
 from numina_kit.prompts import CHAT_TEMPLATE
 
@@ -23,24 +27,8 @@ logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 MODEL_FOLDERS = ("deepseek-math-7b", "tiny")  # recipe folders of sft.py and kto.py (others belong to other scripts)
-SYNTHETIC = "synthetic"
 PAD_TOKEN = "<|pad|>"
-
-
-@dataclass
-class DataArguments(ScriptArguments):
-    """TRL's script arguments plus the synthetic data set and a held-out file kept out of it."""
-
-    synthetic_size: int = field(
-        default=4000, metadata={"help": "Problems to generate when dataset_name is 'synthetic'."}
-    )
-    synthetic_seed: int = field(default=1, metadata={"help": "Seed of the synthetic training problems."})
-    held_out_problems: str | None = field(
-        default=None,
-        metadata={
-            "help": "A problem file (JSONL/CSV/Parquet) whose problems are excluded from synthetic training data."
-        },
-    )
+ADAPTER_FOLDER = "adapter"
 
 
 @dataclass
@@ -71,79 +59,82 @@ def resolve_chat_template(chat_template_path: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Dataset
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def load_rows(data_args: DataArguments):
-    """The raw `DatasetDict`: synthetic problems, a local JSONL/Parquet file, or a dataset id on the Hub."""
-    from datasets import Dataset, DatasetDict, load_dataset
-
-    name = data_args.dataset_name
-    if not name:
-        raise InputError("no dataset: set dataset_name to a JSONL/Parquet file, a dataset id, or 'synthetic'")
-    if name == SYNTHETIC:
-        exclude = set()
-        if data_args.held_out_problems:
-            from numina_kit.data.problems import load_problems
-
-            exclude = {p.problem for p in load_problems(data_args.held_out_problems)}
-        rows = [
-            p.to_row()
-            for p in synthetic_problems(data_args.synthetic_size, seed=data_args.synthetic_seed, exclude=exclude)
-        ]
-        return DatasetDict({data_args.dataset_train_split: Dataset.from_list(rows)})
-    path = Path(name)
-    if path.suffix.lower() in (".jsonl", ".json", ".parquet"):
-        if not path.is_file():
-            raise InputError(f"dataset file not found: {path}")
-        builder = "parquet" if path.suffix.lower() == ".parquet" else "json"
-        return load_dataset(builder, data_files={data_args.dataset_train_split: str(path)})
-    if path.exists():
-        raise InputError(f"{path}: unsupported dataset file type (use .jsonl or .parquet)")
-    return load_dataset(name, name=data_args.dataset_config)
-
-
-def render_texts(dataset, tokenizer):
-    """Each row (NuminaMath-CoT/-TIR `messages`, or `problem`/`solution`) as one `text` rendered by the template.
-
-    Rows with `input`/`output` (JiuZhang3.0's schema, `numina_kit.data.jiuzhang`) are raw text: they become TRL's
-    `prompt`/`completion`, trained without a chat template and with the loss on the completion only.
-    """
-    if {"input", "output"} <= set(dataset.column_names):
-        extra = [c for c in dataset.column_names if c not in ("input", "output")]
-        return dataset.remove_columns(extra).rename_columns({"input": "prompt", "output": "completion"})
-
-    def render(row: dict) -> dict:
-        return {"text": tokenizer.apply_chat_template(to_messages(row), tokenize=False)}
-
-    return dataset.map(render, remove_columns=dataset.column_names, desc="Rendering chat template")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Tokenizer and model
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def get_tokenizer(model_args: ModelConfig, chat_template: str, *, trust_remote_code: bool = False):
-    """The pretrained tokenizer with our chat template, and a pad token distinct from EOS (added when missing)."""
+def require_model(model_args: ModelConfig) -> str:
+    """The recipe's `model_name_or_path`; a one-line error when it is unset."""
+    if not model_args.model_name_or_path:
+        raise InputError("no model: set model_name_or_path to the SFT model to improve")
+    return model_args.model_name_or_path
+
+
+def load_pretrained(loader, name: str, **kwargs):
+    """`loader.from_pretrained(name, ...)`, or a one-line `InputError` when `name` is no model folder or Hub id."""
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as error:  # no such folder, a folder without the files, no network, an invalid Hub id
+        where = "not a model folder" if Path(name).is_dir() else "no such folder"
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise InputError(f"model {name!r}: {where}, and the Hub could not give it ({lines[0]})") from None
+
+
+def get_tokenizer(model_args: ModelConfig, chat_template: str | None, *, trust_remote_code: bool = False):
+    """The pretrained tokenizer with `chat_template` (None: its own), and a pad token distinct from EOS."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+    tokenizer = load_pretrained(
+        AutoTokenizer,
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=trust_remote_code,
     )
-    tokenizer.chat_template = chat_template
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
         logger.info("pad token was EOS or missing: added %s (id %d)", PAD_TOKEN, tokenizer.pad_token_id)
     return tokenizer
 
 
-def get_model(model_args: ModelConfig, tokenizer, model_init_kwargs: dict):
+def check_adapter_arguments(model_args: ModelConfig, *, from_scratch: bool = False) -> None:
+    """Refuse LoRA / k-bit settings that cannot train, with one line each, before anything is loaded."""
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    flag = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+    if from_scratch and (model_args.use_peft or quantized):
+        raise InputError(
+            f"{'use_peft' if model_args.use_peft else flag} adapts a pretrained model: set from_scratch false"
+        )
+    if quantized and not model_args.use_peft:
+        raise InputError(f"{flag} freezes the quantized weights: set use_peft true to train LoRA adapters on them")
+    for wanted, package in ((model_args.use_peft, "peft"), (quantized, "bitsandbytes")):
+        if wanted and importlib.util.find_spec(package) is None:
+            raise InputError(f"{package} is not installed: pip install -e '.[train]'")
+
+
+def model_init_kwargs(model_args: ModelConfig, training_args) -> dict:
+    """`from_pretrained` arguments of a recipe: revision, dtype, attention, and bitsandbytes k-bit loading."""
+    from trl import get_quantization_config
+
+    kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    )
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:  # k-bit weights are placed on this process's device when they are loaded
+        kwargs.update(quantization_config=quantization, device_map={"": training_args.device})
+    return kwargs
+
+
+def get_model(model_args: ModelConfig, tokenizer, init_kwargs: dict):
     """The pretrained causal LM, its embeddings grown if the tokenizer gained a pad token, EOS and pad set."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_init_kwargs)
+    model = load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path, **init_kwargs)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     set_special_tokens(model, tokenizer)
@@ -177,20 +168,46 @@ def set_special_tokens(model, tokenizer) -> None:
             config.bos_token_id = tokenizer.bos_token_id
 
 
-def train_and_save(trainer, tokenizer, output_dir: str) -> Path:
+def set_sampling_defaults(model, tokenizer) -> None:
+    """Stop at EOS and sample by default: servers such as `transformers serve` only apply a request's
+    temperature when the saved generation config says `do_sample` (otherwise every request is greedy)."""
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.do_sample = True
+
+
+def train_and_save(trainer, tokenizer, output_dir: str, model_args: ModelConfig | None = None) -> Path:
     """Train (resuming when the config asks), record metrics and state, then save a model that stops at EOS.
 
-    The tokenizer is saved beside the model because it carries the chat template and the pad token.
+    The tokenizer is saved beside the model because it carries the chat template and the pad token. A LoRA run
+    saves its adapters to `output_dir/adapter` and the base model with the adapters merged to `output_dir`.
     """
     result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
-    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
-    trainer.save_model(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    if model_args is not None and model_args.use_peft:
+        adapter = Path(output_dir) / ADAPTER_FOLDER
+        trainer.save_model(str(adapter))
+        trainer.accelerator.wait_for_everyone()
+        if trainer.accelerator.is_main_process:
+            merged = merge_adapter(model_args, tokenizer, adapter)
+            set_sampling_defaults(merged, tokenizer)
+            merged.save_pretrained(output_dir)
+    else:
+        set_sampling_defaults(trainer.model, tokenizer)
+        trainer.save_model(output_dir)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
     logger.info("model saved to %s", output_dir)
     return Path(output_dir)
+
+
+def merge_adapter(model_args: ModelConfig, tokenizer, adapter: Path):
+    """The base model in the recipe's dtype (never k-bit) with the LoRA adapters of `adapter` merged into it."""
+    from peft import PeftModel
+
+    base = get_model(model_args, tokenizer, dict(revision=model_args.model_revision, dtype=model_args.dtype))
+    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
 def usage(script: str, kto: bool) -> str:
@@ -204,18 +221,43 @@ def usage(script: str, kto: bool) -> str:
     return f"usage: python training/{script} --config RECIPE [--key value ...]; recipes: {', '.join(recipes)}"
 
 
+def recipe_parser(dataclass_types: tuple, usage_line: str):
+    """A `TrlParser` over `dataclass_types` with no prefix matching (--learning_rat is not --learning_rate) that lists
+    `--config` in `--help` (TrlParser reads and removes it before parsing, so it never reaches argparse)."""
+    import argparse
+
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types, allow_abbrev=False)
+    parser.add_argument(
+        "--config", metavar="RECIPE", default=argparse.SUPPRESS, help="YAML recipe; any of its keys can be overridden"
+    )
+    parser.description = usage_line
+    return parser
+
+
 def run_script(main: Callable, parser, usage_line: str) -> None:
     """The scripts' entry point: usage without arguments, a one-line `error: ...` for bad input, else `main`."""
+    import yaml
+
     if len(sys.argv) == 1:
         print(usage_line)
         sys.exit(2)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         args = parser.parse_args_and_config()
-    except (FileNotFoundError, ValueError) as error:  # a missing recipe, a misspelt or removed key
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
+    except yaml.YAMLError as error:  # a recipe that is not YAML: name the file and the place
+        mark = getattr(error, "problem_mark", None)
+        where = f"{mark.name} line {mark.line + 1} column {mark.column + 1}" if mark is not None else "the recipe"
+        _fail(f"{where} is not valid YAML: {getattr(error, 'problem', None) or type(error).__name__}")
+    except (OSError, ValueError) as error:  # a missing recipe, a misspelt or removed key
+        _fail(str(error))
     try:
         main(*args)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(error))
+
+
+def _fail(message: str) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)

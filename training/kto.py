@@ -1,128 +1,98 @@
-"""On-policy KTO: sample SC-TIR solutions from the SFT model, label them by their answer, train with TRL's KTOTrainer.
-
-NuminaMath's most promising unshipped idea (numina.md §1, "KTO"): sample 4 tool-integrated completions per training
-problem from the stage-2 model, mark each desirable when its answer matches the reference, and run KTO on the same
-model (27/50 on the AIMO-1 public board against 29/50 for the shipped SFT model with more candidates).
+"""On-policy KTO, step 2 of 2: train the SFT model with TRL's KTOTrainer on the samples `kto_sample.py` labelled.
 
 Usage:
 
-    # The tiny demo model on CPU (train it first with sft.py):
+    # The tiny demo model on CPU (train it first with sft.py, then sample):
+    python training/kto_sample.py --config training/recipes/tiny/kto.yaml
     python training/kto.py --config training/recipes/tiny/kto.yaml
 
-    # NuminaMath-7B-TIR on 8x H100 (sampling runs on the main process with vLLM when installed):
+    # NuminaMath-7B-TIR: sample on one GPU (vLLM), then train on 8x H100:
+    python training/kto_sample.py --config training/recipes/deepseek-math-7b/kto.yaml
     accelerate launch --config_file training/recipes/accelerate_configs/zero3.yaml \\
         training/kto.py --config training/recipes/deepseek-math-7b/kto.yaml
 
-The phases: 1) sample `num_samples` candidates per problem with `numina_kit.sctir.loop.solve` (the same generation and
-sandboxed code execution as inference), 2) label each by `numina_kit.answers.judge` against the reference,
-3) weigh desirable and undesirable examples so they count equally, 4) train and save.
+What happens to the samples, in order: 1) read `samples_path` (kto_sample.py's per-problem lines, or flat
+`prompt`/`completion`/`label` rows from elsewhere); 2) drop those longer than `max_length` tokens with EOS, so none
+is cut; 3) shuffle with the recipe's `seed`: TRL pairs each completion with its batch neighbour's prompt to estimate
+the KL term, and the file keeps a problem's samples together; 4) weigh desirable and undesirable examples so both
+classes count equally; 5) train and save.
 """
 
 import logging
-from dataclasses import dataclass, field
+import random
 from pathlib import Path
 
-from components import DataArguments, load_rows, run_script, train_and_save, usage
-from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser
+import kto_sample
+from components import (
+    check_adapter_arguments,
+    get_model,
+    get_tokenizer,
+    model_init_kwargs,
+    require_model,
+    run_script,
+    train_and_save,
+    usage,
+)
+from kto_sample import DataArguments, SamplingArguments, samples_file
+from trl import KTOConfig, KTOTrainer, ModelConfig, TrlParser, get_peft_config
 
-from numina_kit.data.jsonl import read_jsonl, write_jsonl
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
-from numina_kit.prompts import render_prompt
 
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplingArguments:
-    """How the on-policy completions are sampled (an SC-TIR run per training problem)."""
-
-    num_samples: int = field(default=4, metadata={"help": "Completions sampled per problem (Numina: 4)."})
-    num_problems: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
-    sampling_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
-    sampling_max_rounds: int = field(default=4, metadata={"help": "Code-execution rounds per completion."})
-    sampling_max_new_tokens: int = field(default=1024, metadata={"help": "New tokens per round."})
-    sampling_backend: str = field(default="auto", metadata={"help": "load_generator backend: auto, hf or vllm."})
-    sampling_seed: int = field(default=0, metadata={"help": "Seed of the sampling."})
-    balance_weights: bool = field(
-        default=True,
-        metadata={"help": "Set desirable/undesirable weights so both classes weigh the same in the loss."},
-    )
-    samples_from: str | None = field(
-        default=None,
-        metadata={
-            "help": "Train on labelled samples of an earlier run (JSONL with prompt/completion/label) instead of sampling."
-        },
-    )
-    samples_path: str | None = field(
-        default=None,
-        metadata={"help": "Where to write the labelled samples (JSONL); default output_dir/samples.jsonl."},
-    )
-
-
-def reference_answer(row: dict) -> str | None:
-    """The row's `answer`, or the answer its reference `solution` states (NuminaMath-TIR has no answer column)."""
-    from numina_kit.answers.extract import extract_answer
-
-    if row.get("answer") not in (None, ""):
-        return str(row["answer"])
-    return extract_answer(row["solution"]) if isinstance(row.get("solution"), str) else None
-
-
-def sample_completions(problems: list[dict], model_path: str, sampling: SamplingArguments) -> list[dict]:
-    """KTO rows (`prompt`, `completion`, `label`) from SC-TIR candidates of `model_path` on `problems`.
-
-    A candidate is desirable when it finished with an answer equivalent to the reference; candidates that wrote
-    no answer, a wrong one, or ran out of rounds are undesirable. Empty candidates are dropped.
-    """
-    from numina_kit.answers import GENERAL, judge
-    from numina_kit.models.load import load_generator
-    from numina_kit.sandbox.pool import Sandbox
-    from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve
-
-    config = SCTIRConfig(
-        num_candidates=sampling.num_samples,
-        max_rounds=sampling.sampling_max_rounds,
-        temperature=sampling.sampling_temperature,
-        max_new_tokens=sampling.sampling_max_new_tokens,
-        restart_on_fail=False,  # a failed candidate is a lesson (undesirable), not something to hide
-        seed=sampling.sampling_seed,
-    )
-    generator = load_generator(model_path, backend=sampling.sampling_backend)
-    rows = []
-    with Sandbox(config.executor) as sandbox:
-        for problem in problems:
-            solution = solve(problem["problem"], generator, config, executor=sandbox)
-            for candidate in solution.candidates:
-                if not candidate.text.strip():
-                    continue
-                answered = candidate.status is CandidateStatus.ANSWERED  # judged on what it wrote, any rule
-                correct = answered and judge(str(problem["answer"]), candidate.raw_answer, GENERAL)
-                rows.append(
-                    {
-                        "id": problem.get("id"),
-                        "prompt": render_prompt(problem["problem"]),
-                        "completion": candidate.text,
-                        "label": bool(correct),
-                        "answer": None if candidate.answer is None else str(candidate.answer),
-                        "reference": str(problem["answer"]),
-                    }
-                )
-    return rows
+USAGE = usage("kto.py", kto=True)
 
 
 def read_samples(path: str | Path) -> list[dict]:
-    """Labelled samples written by an earlier run (`samples.jsonl`); `InputError` when a row lacks a field."""
+    """`prompt`/`completion`/`label` rows from a samples file; `InputError` when it is missing or a row is malformed.
+
+    A line with `samples` (what kto_sample.py writes) gives one row per sample; any other line is one row.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"samples file not found: {path}")
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
-            raise InputError(f"{path}: row {number} needs 'prompt' and 'completion' text")
-        if not isinstance(row.get("label"), bool):
-            raise InputError(f"{path}: row {number} needs a true/false 'label'")
+        raise InputError(
+            f"samples file not found: {path} (write it first: python training/kto_sample.py --config ...)"
+        )
+    rows = []
+    for number, record in enumerate(read_jsonl(path, appended=True), start=1):
+        for sample in record.get("samples", [record]):
+            prompt, completion, label = (
+                sample.get("prompt", record.get("prompt")),
+                sample.get("completion"),
+                sample.get("label"),
+            )
+            if not isinstance(prompt, str) or not isinstance(completion, str):
+                raise InputError(f"{path}: line {number} needs 'prompt' and 'completion' text")
+            if not isinstance(label, bool):
+                raise InputError(f"{path}: line {number} needs a true/false 'label'")
+            rows.append({"prompt": prompt, "completion": completion, "label": label})
     return rows
+
+
+def drop_too_long(rows: list[dict], tokenizer, max_length: int | None) -> list[dict]:
+    """The rows whose prompt + completion + EOS fit in `max_length` tokens (TRL would cut the others' ends)."""
+    if max_length is None:
+        return rows
+    eos = tokenizer.eos_token or ""
+    kept = [row for row in rows if len(tokenizer(row["prompt"] + row["completion"] + eos)["input_ids"]) <= max_length]
+    if len(kept) < len(rows):
+        logger.warning(
+            "dropped %d of %d samples longer than max_length %d", len(rows) - len(kept), len(rows), max_length
+        )
+    return kept
+
+
+def shuffled(rows: list[dict], seed: int) -> list[dict]:
+    """`rows` in a seeded random order, so a batch mixes problems and KTO's KL pairs cross prompts."""
+    order = list(rows)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def training_rows(path: str | Path, tokenizer, max_length: int | None, seed: int) -> list[dict]:
+    """The samples KTOTrainer gets: read, without those longer than `max_length`, shuffled with `seed`."""
+    return shuffled(drop_too_long(read_samples(path), tokenizer, max_length), seed)
 
 
 def balanced_weights(num_desirable: int, num_undesirable: int) -> tuple[float, float]:
@@ -143,34 +113,16 @@ def balanced_weights(num_desirable: int, num_undesirable: int) -> tuple[float, f
 def main(
     data_args: DataArguments, training_args: KTOConfig, model_args: ModelConfig, sampling: SamplingArguments
 ) -> Path:
-    """Sample, label, train and save to `training_args.output_dir`; returns that folder."""
+    """Read the labelled samples, train, and save to `training_args.output_dir`; returns that folder."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not model_args.model_name_or_path:
-        raise InputError("no model: set model_name_or_path to the SFT model to improve")
+    require_model(model_args)
+    check_adapter_arguments(model_args)
+    path = samples_file(sampling, training_args)
+    read_samples(path)  # a missing or malformed file fails before the model is loaded
+    tokenizer = get_tokenizer(model_args, None, trust_remote_code=training_args.trust_remote_code)
+    rows = training_rows(path, tokenizer, training_args.max_length, training_args.seed)
 
-    ###############
-    # Sample on-policy completions
-    ###############
-    if sampling.samples_from:
-        rows = read_samples(sampling.samples_from)
-    else:
-        split = load_rows(data_args)[data_args.dataset_train_split]
-        problems = [{**row, "answer": reference_answer(row)} for row in split]
-        problems = [row for row in problems if row["answer"] is not None][: sampling.num_problems]
-        if not problems:
-            raise InputError(f"{data_args.dataset_name}: no problems with an 'answer' to label completions against")
-        rows = []
-        if training_args.distributed_state.is_main_process:
-            rows = sample_completions(problems, model_args.model_name_or_path, sampling)
-            write_jsonl(rows, sampling.samples_path or Path(training_args.output_dir) / "samples.jsonl")
-        rows = _broadcast(rows, training_args)
-
-    ###############
-    # Label and balance
-    ###############
     num_desirable = sum(row["label"] for row in rows)
     num_undesirable = len(rows) - num_desirable
     logger.info("%d samples: %d desirable, %d undesirable", len(rows), num_desirable, num_undesirable)
@@ -183,43 +135,24 @@ def main(
             training_args.desirable_weight,
             training_args.undesirable_weight,
         )
-    dataset = Dataset.from_list([{k: row[k] for k in ("prompt", "completion", "label")} for row in rows])
 
-    ###############
-    # Train and save
-    ###############
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        dtype=model_args.dtype,
-        attn_implementation=model_args.attn_implementation,
-        **(training_args.model_init_kwargs or {}),
+    model = get_model(model_args, tokenizer, model_init_kwargs(model_args, training_args))
+    trainer = KTOTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
     )
-    trainer = KTOTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
-    output_dir = train_and_save(trainer, tokenizer, training_args.output_dir)
+    output_dir = train_and_save(trainer, tokenizer, training_args.output_dir, model_args)
     trainer.end()
     return output_dir
 
 
-def _broadcast(rows: list[dict], training_args: KTOConfig) -> list[dict]:
-    """Send the main process's samples to every process (a no-op on one process)."""
-    state = training_args.distributed_state
-    if state.num_processes == 1:
-        return rows
-    from accelerate.utils import broadcast_object_list
-
-    box = [rows]
-    broadcast_object_list(box, from_process=0)
-    return box[0]
-
-
 def make_parser() -> TrlParser:
-    """The recipe parser: TRL's script, KTO and model arguments plus the sampling arguments."""
-    return TrlParser(
-        (DataArguments, KTOConfig, ModelConfig, SamplingArguments), allow_abbrev=False
-    )  # --learning_rat must not mean --learning_rate
+    """The KTO recipe parser, the same as kto_sample.py's: both steps read one recipe."""
+    return kto_sample.make_parser(USAGE)
 
 
 if __name__ == "__main__":
-    run_script(main, make_parser(), usage("kto.py", kto=True))
+    run_script(main, make_parser(), USAGE)

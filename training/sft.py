@@ -13,27 +13,31 @@ Usage:
 
 Any recipe key can be overridden on the command line (`--learning_rate 1e-5`); a misspelt key is an error.
 `dataset_name` is a local JSONL/Parquet file, a dataset id, or `synthetic` (numina_kit.data.problems's TIR problems).
+The loss covers prompt and solution (`completion_only_loss: false`, Numina's choice) unless the recipe sets
+`completion_only_loss: true`; with `packing: true` the recipes use `packing_strategy: wrapped`, which concatenates
+examples and cuts the stream into `max_length` blocks, so no token is lost (docs/training.md says why).
 """
 
 import logging
 from pathlib import Path
 
 from components import (
-    DataArguments,
     ScratchModelArguments,
+    check_adapter_arguments,
     get_model,
     get_tokenizer,
-    load_rows,
-    render_texts,
+    model_init_kwargs,
+    recipe_parser,
     resolve_chat_template,
     run_script,
     scratch_tokenizer_and_model,
     train_and_save,
     usage,
 )
+from data import DataArguments, load_rows, render_prompt_completion
 from schedules import SFTTrainer
 from transformers import IntervalStrategy
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from numina_kit.data.problems import example_text
 from numina_kit.errors import InputError
@@ -41,6 +45,7 @@ from numina_kit.models.demo import EOS
 
 
 logger = logging.getLogger(__name__)
+USAGE = usage("sft.py", kto=False)
 
 
 def main(
@@ -50,7 +55,11 @@ def main(
     scratch_args: ScratchModelArguments,
 ) -> Path:
     """Train and save the model to `training_args.output_dir`; returns that folder."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_adapter_arguments(model_args, from_scratch=scratch_args.from_scratch)
+    if training_args.packing and training_args.packing_strategy == "bfd":
+        logger.warning("packing_strategy 'bfd' cuts every example longer than max_length; 'wrapped' keeps them")
+    if training_args.completion_only_loss is None:  # TRL's default for prompt/completion rows would mask the prompt
+        training_args.completion_only_loss = False
 
     ###############
     # Load dataset
@@ -72,15 +81,8 @@ def main(
         if not model_args.model_name_or_path:
             raise InputError("no model: set model_name_or_path (or from_scratch: true)")
         tokenizer = get_tokenizer(model_args, chat_template, trust_remote_code=training_args.trust_remote_code)
-        model_init_kwargs = dict(
-            revision=model_args.model_revision,
-            trust_remote_code=training_args.trust_remote_code,
-            attn_implementation=model_args.attn_implementation,
-            dtype=model_args.dtype,
-            **(training_args.model_init_kwargs or {}),
-        )
-        model = get_model(model_args, tokenizer, model_init_kwargs)
-    dataset = {split: render_texts(rows, tokenizer) for split, rows in raw.items()}
+        model = get_model(model_args, tokenizer, model_init_kwargs(model_args, training_args))
+    dataset = {split: render_prompt_completion(rows, tokenizer.eos_token) for split, rows in raw.items()}
 
     ###############
     # Train and save
@@ -97,8 +99,9 @@ def main(
         train_dataset=dataset[data_args.dataset_train_split],
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
     )
-    output_dir = train_and_save(trainer, tokenizer, training_args.output_dir)
+    output_dir = train_and_save(trainer, tokenizer, training_args.output_dir, model_args)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data_args.dataset_name)
     trainer.end()
@@ -107,10 +110,8 @@ def main(
 
 def make_parser() -> TrlParser:
     """The recipe parser: TRL's script, SFT and model arguments plus our from-scratch model arguments."""
-    return TrlParser(
-        (DataArguments, SFTConfig, ModelConfig, ScratchModelArguments), allow_abbrev=False
-    )  # --learning_rat must not mean --learning_rate
+    return recipe_parser((DataArguments, SFTConfig, ModelConfig, ScratchModelArguments), USAGE)
 
 
 if __name__ == "__main__":
-    run_script(main, make_parser(), usage("sft.py", kto=False))
+    run_script(main, make_parser(), USAGE)

@@ -17,7 +17,8 @@ BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 512, model_max_length: int = 2048):
     """A byte-level BPE tokenizer trained on `texts`, with single-digit tokens, BOS added, and our chat template.
 
-    EOS and PAD are distinct tokens, so EOS is a training target (Numina's pad == eos hid it; numina.md §1).
+    EOS and PAD are distinct tokens, so EOS is a training target: with pad == eos, as in the tokenizer of
+    AI-MO/NuminaMath-7B-TIR, a collator that masks pad ids out of the labels never trains EOS.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

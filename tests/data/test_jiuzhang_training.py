@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "training" / "recipes" / "jiuzhang"
 sys.path.insert(0, str(REPO / "training"))
 
-import components  # noqa: E402
+import data  # noqa: E402
 import jiuzhang_select  # noqa: E402
 import jiuzhang_write  # noqa: E402
 import sft  # noqa: E402
@@ -39,6 +39,7 @@ def test_synthesis_model_recipe_is_the_authors():
     assert args.learning_rate == 1e-5 and args.num_train_epochs == 5 and args.weight_decay == 0.1
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * GPUS == 32
     assert args.lr_scheduler_type == "cosine" and args.warmup_steps == 0 and args.max_length == 2048 and args.bf16
+    assert args.completion_only_loss
     assert data.dataset_name.endswith(".jsonl")
 
 
@@ -47,6 +48,7 @@ def test_final_model_recipe_is_warmup_stable_decay_in_order():
     assert args.lr_scheduler_type == "warmup_stable_decay" and args.warmup_steps == 0.03
     assert args.lr_scheduler_kwargs == {"decay_ratio": 0.15, "decay_type": "linear", "min_lr_ratio": 0.1}
     assert args.num_train_epochs == 1 and args.learning_rate == 1e-5 and args.max_length == 2048
+    assert args.completion_only_loss
     assert args.packing and args.packing_strategy == "wrapped" and args.train_sampling_strategy == "sequential"
     assert model.model_name_or_path
 
@@ -74,11 +76,12 @@ def test_raw_rows_become_prompt_completion_pairs():
     rows = Dataset.from_list(
         [{"input": "## Question\nQ\n\n## Solution\n", "output": "A", "text_id": "t", "stage": "s"}]
     )
-    rendered = components.render_texts(rows, tokenizer=None)
+    rendered = data.render_prompt_completion(rows, "<eos>")
     assert rendered.column_names == ["prompt", "completion"] and rendered[0] == {
         "prompt": "## Question\nQ\n\n## Solution\n",
-        "completion": "A",
+        "completion": "A<eos>",
     }
+    assert data.problem_text(rows[0]) == "## Question\nQ\n\n## Solution\n"  # what decontamination compares
     assert example_text({"input": "x", "output": "y"}, "<eos>") == "xy<eos>"
     assert example_text({"problem": "p", "solution": "s"}, "<eos>") == "### Problem: p\n### Solution: s<eos>"
 
@@ -113,8 +116,8 @@ def test_decay_ratio_becomes_steps(tmp_path):
 
 def test_released_samples_load_for_training(shared_data):
     for name in ("pt_cot_sample.jsonl", "pt_tool_sample.jsonl", "sft_sample.jsonl"):
-        rows = components.load_rows(components.DataArguments(dataset_name=str(shared_data / "jiuzhang3" / name)))
-        rendered = components.render_texts(rows["train"], tokenizer=None)
+        rows = data.load_rows(data.DataArguments(dataset_name=str(shared_data / "jiuzhang3" / name)))
+        rendered = data.render_prompt_completion(rows["train"], "<eos>")
         assert rendered.num_rows >= 700 and rendered.column_names == ["prompt", "completion"]
         assert rendered[0]["prompt"].startswith("## Question\n")
 

@@ -282,7 +282,7 @@ def test_shipped_recipes_parse(recipe: Path) -> None:
 def test_output_loads_through_training_data_loading(tmp_path: Path, sandbox: Sandbox) -> None:
     sys.path.insert(0, str(REPO / "training"))
     try:
-        from components import DataArguments, load_rows
+        from data import DataArguments, load_rows  # training/data.py
     finally:
         sys.path.remove(str(REPO / "training"))
     from numina_kit.data.problems import to_messages

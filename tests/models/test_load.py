@@ -1,6 +1,7 @@
-"""numina_kit.models.load: checking a model folder, choosing the backend and the precision, and the one-line
+"""numina_kit.models.load, .checkpoint and .devices: checking a model folder, choosing the backend and the precision, and the one-line
 `InputError` for each bad input (missing path, a folder that is not a model, vLLM asked for but absent, bfloat16 on a
-GPU without it, 8-bit where bitsandbytes cannot run, mismatched quantization). vLLM is the stand-in in tests/stubs.
+GPU without it, 8-bit where bitsandbytes cannot run, mismatched quantization), and the backend "auto" picks.
+The GPUs are read through NVML, never torch (`devices.cuda_capabilities`).
 """
 
 import json
@@ -10,19 +11,15 @@ from pathlib import Path
 import pytest
 
 from numina_kit.errors import InputError
-from numina_kit.models import load as loading
-from numina_kit.models.base import HFGenerator, VLLMGenerator
+from numina_kit.models import devices, hf, load
+from numina_kit.models import vllm as vllm_backend
+from numina_kit.models.checkpoint import checkpoint_quantization, context_length, read_model_config, weight_bits
 from numina_kit.models.demo import save_demo_model
-from numina_kit.models.load import (
-    checkpoint_quantization,
-    context_length,
-    load_generator,
-    read_model_config,
-    weight_bits,
-)
+from numina_kit.models.hf import HFGenerator
+from numina_kit.models.load import load_generator
+from numina_kit.models.vllm import VLLMGenerator
 
 
-STUBS = Path(__file__).parents[1] / "stubs"
 TEXTS = ["### Problem: What is 2+3?\n### Solution: ```python\nprint(2+3)\n```\n```output\n5\n```\n$\\boxed{5}$"] * 8
 
 
@@ -35,22 +32,27 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch):
-    """The vLLM stand-in importable as `vllm`, removed again after the test."""
-    monkeypatch.syspath_prepend(str(STUBS))
-    for name in [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "0")
-    yield
-    for name in [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]:
-        del sys.modules[name]
+def vllm_present(monkeypatch: pytest.MonkeyPatch) -> list:
+    """vLLM reported installed, with `VLLMGenerator` replaced by a recorder (the real engine: tests/models/test_vllm.py)."""
+    started: list = []
+
+    class Recorder(VLLMGenerator):
+        def __init__(self, model_path, **options) -> None:
+            started.append((model_path, options))
+
+    for module in (load, vllm_backend):
+        monkeypatch.setattr(module, "vllm_installed", lambda: True)
+    monkeypatch.setattr(load, "VLLMGenerator", Recorder)
+    for variable in ("VLLM_WORKER_MULTIPROC_METHOD", "PYTORCH_NVML_BASED_CUDA_CHECK"):
+        monkeypatch.delenv(variable, raising=False)
+    return started
 
 
 @pytest.fixture
 def fresh_bnb_probe():
-    loading.bitsandbytes_problem.cache_clear()
+    devices.bitsandbytes_problem.cache_clear()
     yield
-    loading.bitsandbytes_problem.cache_clear()
+    devices.bitsandbytes_problem.cache_clear()
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -114,40 +116,61 @@ def test_vllm_asked_for_but_not_installed(model_dir: Path, monkeypatch: pytest.M
     assert "vLLM is not installed" in one_line(error)
 
 
-def test_vllm_installed_but_no_gpu(standin, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "cuda_capabilities", lambda: [])
+def test_vllm_installed_but_no_gpu(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cuda_capabilities", lambda: [])
+    monkeypatch.setattr(vllm_backend, "vllm_cpu_build", lambda: False)
+    monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: True)
     with pytest.raises(InputError) as error:
         load_generator(model_dir, backend="vllm")
     assert "needs a CUDA GPU" in one_line(error)
 
 
 @pytest.mark.parametrize(
-    ("vllm_present", "gpus", "expected"),
+    ("vllm_installed", "gpus", "expected"),
     [(True, [(7, 5), (7, 5)], VLLMGenerator), (True, [], HFGenerator), (False, [(7, 5)], HFGenerator)],
 )
 def test_auto_backend_picks_vllm_only_with_vllm_and_a_gpu(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, model_dir: Path, vllm_present, gpus, expected
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, model_dir: Path, vllm_installed, gpus, expected
 ) -> None:
-    if vllm_present:
-        request.getfixturevalue("standin")
+    if vllm_installed:
+        request.getfixturevalue("vllm_present")
     else:
         monkeypatch.setitem(sys.modules, "vllm", None)
-    monkeypatch.setattr(loading, "cuda_capabilities", lambda: gpus)
+        monkeypatch.setattr(load, "vllm_installed", lambda: False)
+    monkeypatch.setattr(devices, "cuda_capabilities", lambda: gpus)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the transformers path stays on this CPU
-    assert type(load_generator(model_dir)) is expected
+    assert isinstance(load_generator(model_dir), expected)
 
 
-def test_bfloat16_on_a_gpu_without_it(standin, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "cuda_capabilities", lambda: [(7, 5), (7, 5)])
-    with pytest.raises(InputError) as error:
+def test_bfloat16_on_a_gpu_without_it(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cuda_capabilities", lambda: [(7, 5), (7, 5)])
+    monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: True)
+    with pytest.raises(InputError) as error:  # refused before vLLM is imported
         load_generator(model_dir, backend="vllm", dtype="bfloat16")
     assert "bfloat16 needs a GPU of compute capability 8.0" in one_line(error)
     # The transformers backend on such a GPU refuses it the same way, before loading anything.
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    monkeypatch.setattr(loading, "_torch_capability", lambda device: (7, 5))
+    monkeypatch.setattr(hf, "torch_capability", lambda device: (7, 5))
     with pytest.raises(InputError) as error:
         load_generator(model_dir, backend="hf", dtype="bfloat16", device="cuda")
     assert "use dtype='float16'" in one_line(error)
+
+
+def test_visible_devices_pick_the_nvml_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    nvml = types.ModuleType("pynvml")
+    nvml.nvmlInit = nvml.nvmlShutdown = lambda: None
+    nvml.nvmlDeviceGetCount = lambda: 3
+    nvml.nvmlDeviceGetHandleByIndex = lambda index: index
+    nvml.nvmlDeviceGetCudaComputeCapability = lambda handle: [(7, 5), (8, 0), (9, 0)][handle]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert devices.cuda_capabilities() == [(9, 0), (7, 5)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert devices.cuda_capabilities() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert devices.cuda_capabilities() == [(7, 5), (8, 0), (9, 0)]
 
 
 def test_cuda_device_without_a_gpu(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +201,7 @@ def test_8bit_where_bitsandbytes_cannot_run(fresh_bnb_probe, model_dir: Path, mo
 
 def test_bitsandbytes_runs_int8_on_this_cpu(fresh_bnb_probe) -> None:
     pytest.importorskip("bitsandbytes")
-    assert loading.bitsandbytes_problem("cpu") is None
+    assert devices.bitsandbytes_problem("cpu") is None
 
 
 def with_quantization(model_dir: Path, target: Path, record: dict | None, extra_file: dict | None = None) -> Path:
@@ -269,9 +292,10 @@ def test_read_model_config_returns_the_config(model_dir: Path) -> None:
     assert read_model_config(model_dir)["model_type"] == "llama"
 
 
-def test_no_gpu_here_means_no_capabilities() -> None:
+def test_no_gpu_here_means_no_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert loading.cuda_capabilities() == []
+    assert devices.cuda_capabilities() == []

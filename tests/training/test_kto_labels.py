@@ -1,7 +1,7 @@
-"""KTO labelling (training/kto.py `sample_completions`): a candidate is desirable exactly when
-`numina_kit.answers.judge` finds its written answer right against the reference under the general rule, whatever
-answers the sampling loop's competition accepts. A scripted generator stands in for the model and a stub for the
-sandbox (labelling does not depend on what the code printed)."""
+"""KTO labelling (training/kto_sample.py `sample_problem`): a candidate is desirable exactly when
+`numina_kit.answers.judge` finds its written answer right against the reference under the recipe's `answer_rule`
+('general' by default, so a right fraction or negative answer is desirable). A scripted generator stands in for the
+model and a stub for the sandbox (labelling does not depend on what the code printed)."""
 
 import sys
 from pathlib import Path
@@ -13,23 +13,15 @@ from numina_kit.sandbox.pool import ExecResult
 from numina_kit.testing import ScriptedGenerator
 
 
+pytest.importorskip("trl")  # the training extra; absent from the vLLM test environment
 TRAINING = Path(__file__).resolve().parents[2] / "training"
 sys.path.insert(0, str(TRAINING))
 
-import kto  # noqa: E402
+import kto_sample  # noqa: E402
 
 
 class PrintingSandbox:
     """Runs nothing: every block "prints" 1."""
-
-    def __init__(self, config) -> None:
-        pass
-
-    def __enter__(self) -> "PrintingSandbox":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
     def run_many(self, codes, *, keys=None, timeout=None) -> list[ExecResult]:
         return [ExecResult("ok", "1", 0.0) for _ in codes]
@@ -39,20 +31,22 @@ class PrintingSandbox:
 
 
 @pytest.mark.parametrize(
-    ("reference", "written", "desirable"),
+    ("reference", "written", "rule", "desirable"),
     [
-        ("\\frac{1}{2}", "\\frac12", True),  # not an AIMO integer, still right
-        ("-3", "-3", True),
-        ("7", "7", True),
-        ("\\frac{1}{2}", "\\frac13", False),
-        ("7", "8", False),
+        ("\\frac{1}{2}", "\\frac12", "general", True),  # not an AIMO integer, still right
+        ("-3", "-3", "general", True),
+        ("7", "7", "general", True),
+        ("\\frac{1}{2}", "\\frac13", "general", False),
+        ("7", "8", "general", False),
+        ("\\frac{1}{2}", "\\frac12", "aimo1", False),  # an integer rule has no fractions
+        ("178", "8178", "aimo1", True),  # AIMO-1 reduces mod 1000
     ],
 )
-def test_a_right_answer_is_desirable_under_the_general_rule(monkeypatch, reference, written, desirable):
+def test_a_right_answer_is_desirable_under_the_rule(reference, written, rule, desirable):
     code = "```python\nprint(1)\n```\n" + STOP
-    plan = [[code], [f"So the answer is $\\boxed{{{written}}}$."]]
-    monkeypatch.setattr("numina_kit.models.load.load_generator", lambda path, backend: ScriptedGenerator(plan))
-    monkeypatch.setattr("numina_kit.sandbox.pool.Sandbox", PrintingSandbox)
-    sampling = kto.SamplingArguments(num_samples=1, sampling_max_rounds=2)
-    rows = kto.sample_completions([{"id": "p", "problem": "What is it?", "answer": reference}], "model", sampling)
-    assert len(rows) == 1 and rows[0]["label"] is desirable
+    generator = ScriptedGenerator([[code], [f"So the answer is $\\boxed{{{written}}}$."]])
+    sampling = kto_sample.SamplingArguments(num_samples=1, sampling_max_rounds=2, answer_rule=rule)
+    config = kto_sample.sampling_config(sampling, max_length=1024)
+    problem = {"id": "p", "problem": "What is it?", "answer": reference}
+    line = kto_sample.sample_problem(problem, generator, config, PrintingSandbox())
+    assert len(line["samples"]) == 1 and line["samples"][0]["label"] is desirable

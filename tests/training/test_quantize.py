@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.models.base import HFGenerator, SamplingParams
+from numina_kit.models.base import SamplingParams
 from numina_kit.models.demo import save_demo_model
+from numina_kit.models.hf import HFGenerator
 from numina_kit.models.load import checkpoint_quantization, load_generator
 from numina_kit.prompts import render_example
 
