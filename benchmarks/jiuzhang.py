@@ -121,7 +121,7 @@ def toy_section(results: dict) -> str:
         if gap > 0
         else "not ahead of random (the advantage is not shown at this size)"
     )
-    processes = results.get("seed_processes", 1)
+    processes = results.get("processes", 1)
     return (
         f"Toy run (`training/jiuzhang_toy.py`, {results['total_seconds'] / 60:.0f} minutes wall time on the machine "
         f"above, shared with other jobs, at nice 5, one torch thread per process; the seeds ran {processes} at a "
