@@ -121,11 +121,14 @@ def toy_section(results: dict) -> str:
         if gap > 0
         else "not ahead of random (the advantage is not shown at this size)"
     )
-    processes = results.get("seed_processes", 1)
+    processes = results.get("processes", 1)
+    earlier = sum(seconds for name, seconds in results["stage_seconds"].items() if "(earlier run)" in name)
+    whole = (results["total_seconds"] + earlier) / 60
     return (
-        f"Toy run (`training/jiuzhang_toy.py`, {results['total_seconds'] / 60:.0f} minutes wall time on the machine "
-        f"above, shared with other jobs, at nice 5, one torch thread per process; the seeds ran {processes} at a "
-        f"time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
+        f"Toy run (`training/jiuzhang_toy.py`, {whole:.0f} minutes wall time on the machine above"
+        + (f", of which {earlier / 60:.0f} in an earlier run whose base model was reused" if earlier else "")
+        + f"; the machine shared with other jobs, the run at nice 5, one torch thread per process; after the shared "
+        f"stages the (seed, arm) pairs ran {processes} at a time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "
         "scripted teacher standing in for GPT-4 (deterministic, served over HTTP; some replies malformed or with "
         "wrong claimed outputs); tiny Llama models fine-tuned from a toy base model that never saw the target topic. "

@@ -41,6 +41,7 @@ from numina_kit.data.jsonl import read_jsonl, write_json, write_jsonl
 from numina_kit.data.ledger import OutputPaths
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig
 from numina_kit.data.toy import ScriptedTeacher, base_rows, is_relevant, make_corpus, target_problems
+from numina_kit.errors import InputError
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.sctir.loop import SCTIRConfig, solve
 from numina_kit.testing import OpenAIServer
@@ -69,7 +70,8 @@ class ToyArguments:
     select_flags: str = ""
     final_flags: str = ""
     max_new_tokens: int = 80  # per reply of the synthesis model
-    seed_processes: int = 1  # seeds run at once, each in its own process, after the shared stages
+    arms: list[str] = field(default_factory=lambda: ["influence", "random"])
+    processes: int = 1  # after the shared stages, the (seed, arm) runs go this many at once, each in its own process
 
 
 class Toy:
@@ -210,18 +212,20 @@ def run_arm(toy: Toy, arm: str, seed: int, distill: Path, influence_boost: Path,
     return result
 
 
-def seed_command(args: ToyArguments, seed: int) -> list[str]:
-    """The command line of a child process that runs one seed's arms with the same sizes."""
-    common = [f"--{name}={value}" for name, value in asdict(args).items() if name not in ("seeds", "seed_processes")]
-    return [sys.executable, __file__, *common, "--seeds", str(seed)]
+def arm_command(args: ToyArguments, seed: int, arm: str) -> list[str]:
+    """The command line of a child process that runs one seed's arm with the same sizes."""
+    common = [
+        f"--{name}={value}" for name, value in asdict(args).items() if name not in ("seeds", "arms", "processes")
+    ]
+    return [sys.executable, __file__, *common, "--seeds", str(seed), "--arms", arm]
 
 
-def run_seeds_in_processes(args: ToyArguments) -> None:
-    """Each seed's arms in a child process of this script (`seed_processes` at once); they reuse the shared stages."""
-    pending = [seed_command(args, seed) for seed in args.seeds]
+def run_arms_in_processes(args: ToyArguments) -> None:
+    """Each (seed, arm) in a child process of this script (`processes` at once); they reuse the shared stages."""
+    pending = [arm_command(args, seed, arm) for seed in args.seeds for arm in args.arms]
     running: list[subprocess.Popen] = []
     while pending or running:
-        while pending and len(running) < args.seed_processes:
+        while pending and len(running) < args.processes:
             running.append(subprocess.Popen(pending.pop(0)))
         time.sleep(1.0)
         for process in [p for p in running if p.poll() is not None]:
@@ -234,6 +238,8 @@ def main(args: ToyArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for name in ("numina_kit.sctir.loop", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if not args.arms or set(args.arms) - {"influence", "random"}:
+        raise InputError(f"arms: one or both of influence, random (got {args.arms})")
     start = time.monotonic()
     with (
         OpenAIServer(ScriptedTeacher()) as server,
@@ -276,14 +282,14 @@ def main(args: ToyArguments) -> dict:
         logger.info("selection: %s", selection)
         influence_boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in selected], "boost_influence")
         # 4-6) per seed: both boost arms, their synthesis models, their final data and final models
-        if args.seed_processes > 1 and len(args.seeds) > 1:
-            toy.timed("seeds in parallel", run_seeds_in_processes, args)
-        arms: dict[str, list[dict]] = {"influence": [], "random": []}
+        if args.processes > 1 and len(args.seeds) * len(args.arms) > 1:
+            toy.timed("arms in parallel", run_arms_in_processes, args)
+        arms: dict[str, list[dict]] = {arm: [] for arm in args.arms}
         for seed in args.seeds:
             for arm in arms:
                 arms[arm].append(run_arm(toy, arm, seed, distill, influence_boost, pool, len(selected)))
     stage_seconds = dict(toy.timings)
-    stage_seconds.pop("seeds in parallel", None)
+    stage_seconds.pop("arms in parallel", None)
     for runs in arms.values():
         for run in runs:
             for name, seconds in run["seconds"].items():
@@ -303,12 +309,11 @@ def main(args: ToyArguments) -> dict:
         "summary": summary,
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
         "total_seconds": round(time.monotonic() - start, 1),
-        "seed_processes": min(args.seed_processes, len(args.seeds)),
+        "processes": min(args.processes, len(args.seeds) * len(args.arms)),
     }
-    write_json(results, Path(args.workdir) / "results.json")
-    print(
-        f"influence {summary['influence']} vs random {summary['random']}; selection p={selection['hypergeometric_p']:.2e}"
-    )
+    if set(args.arms) == {"influence", "random"}:  # a child process running one arm leaves results.json alone
+        write_json(results, Path(args.workdir) / "results.json")
+    print(json.dumps({"summary": summary, "hypergeometric_p": selection["hypergeometric_p"]}))
     return results
 
 

@@ -5,7 +5,7 @@ candidate rows, LESS selection from real gradients, both boost arms for one seed
 data and final models, SC-TIR scoring on held-out target problems. Checks that every stage ran and wrote what the
 next one reads, that the selection and its p-value are consistent, that every kept tool row's outputs are the
 sandbox's, and that the held-out problems never appear in any training row. Also: the released JiuZhang3.0 SFT
-sample trains through training/sft.py as it is (skipped without ../shared/data). Fast: a seed's child process gets
+sample trains through training/sft.py as it is (skipped without ../shared/data). Fast: an arm's child process gets
 the same sizes, and a rerun reuses a finished arm instead of redoing it.
 """
 
@@ -32,15 +32,13 @@ def toy_script():
     return jiuzhang_toy
 
 
-def test_a_seed_process_runs_the_same_sizes():
+def test_an_arm_process_runs_the_same_sizes():
     toy = toy_script()
-    args = toy.ToyArguments(
-        corpus_size=99, select_flags="--num_train_epochs 2 --projection_dim 1024", seed_processes=3
-    )
-    command = toy.seed_command(args, 2)
+    args = toy.ToyArguments(corpus_size=99, select_flags="--num_train_epochs 2 --projection_dim 1024", processes=6)
+    command = toy.arm_command(args, 2, "random")
     assert command[:2] == [sys.executable, toy.__file__]
     (child,) = TrlParser((toy.ToyArguments,), allow_abbrev=False).parse_args_and_config(command[2:])
-    assert child == replace(args, seeds=[2], seed_processes=1)
+    assert child == replace(args, seeds=[2], arms=["random"], processes=1)
 
 
 def test_a_finished_arm_is_reused(tmp_path):
