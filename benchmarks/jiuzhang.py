@@ -89,8 +89,11 @@ def formats() -> list[list[object]]:
     return table
 
 
-def toy(workdir: Path) -> dict:
+def toy(workdir: Path, partial: bool = False) -> dict:
+    """The toy run's results; with `partial`, what a run that did not finish wrote (its selection), never a new run."""
     results = workdir / "results.json"
+    if partial and not results.exists():
+        return json.loads((workdir / "selection_summary.json").read_text())
     if not results.exists():
         import jiuzhang_toy
 
@@ -98,7 +101,36 @@ def toy(workdir: Path) -> dict:
     return json.loads(results.read_text())
 
 
+def selection_line(selection: dict) -> str:
+    return (
+        f"Selection: {selection['relevant_selected']} of the {selection['selected']} selected texts are on the "
+        f"target topic, against {selection['relevant_among_them']} of {selection['candidate_texts_with_rows']} "
+        f"candidates ({selection['relevant_among_them'] / selection['candidate_texts_with_rows']:.0%}); "
+        f"hypergeometric p = {selection['hypergeometric_p']:.1e}."
+    )
+
+
+def partial_section(results: dict) -> str:
+    """A run stopped after the selection: the selection and the shared stages' time, no final-model comparison."""
+    args = results["arguments"]
+    stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results["stage_seconds"].items()]
+    return (
+        f"Toy run (`training/jiuzhang_toy.py`) **stopped after the selection**: the boost arms and the final models "
+        f"did not run, so influence-boosted against random-boosted final models is not measured here. Sizes: a "
+        f"generated corpus of {args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target "
+        f"topic; the scripted teacher (standing in for GPT-4) writes about {args['initial_texts']} random texts; the "
+        f"initial synthesis model (tiny Llama from a toy base model, recipe overrides `{args['synthesis_flags']}`) "
+        f"writes about the rest; LESS (real per-sample LoRA gradients, `{args['select_flags']}`) ranks them against "
+        f"{args['target_train']} target training problems and picks B = {args['budget']}.\n\n"
+        + selection_line(results["selection"])
+        + f"\n\nThe shared stages took {results['total_seconds'] / 60:.0f} minutes of wall time on the machine above "
+        "(shared with other jobs, nice 5, one torch thread):\n\n" + markdown_table(["stage", "minutes"], stages)
+    )
+
+
 def toy_section(results: dict) -> str:
+    if "arms" not in results:
+        return partial_section(results)
     arms, selection, args = results["arms"], results["selection"], results["arguments"]
     rows = []
     for arm in ("influence", "random"):
@@ -139,10 +171,8 @@ def toy_section(results: dict) -> str:
         f"with SC-TIR (one greedy candidate) on {args['target_test']} held-out target problems. Overrides of the "
         f"tiny recipes: base `{args['base_flags']}`, synthesis `{args['synthesis_flags']}`, selection "
         f"`{args['select_flags']}`, final `{args['final_flags']}`.\n\n"
-        f"Selection: {selection['relevant_selected']} of the {selection['selected']} selected texts are on the "
-        f"target topic, against {selection['relevant_among_them']} of {selection['candidate_texts_with_rows']} "
-        f"candidates ({selection['relevant_among_them'] / selection['candidate_texts_with_rows']:.0%}); "
-        f"hypergeometric p = {selection['hypergeometric_p']:.1e}.\n\n"
+        + selection_line(selection)
+        + "\n\n"
         + markdown_table(["boost", "seed", "relevant boost rows", "relevant final rows", "held-out accuracy"], rows)
         + "\n\n"
         + markdown_table(["boost", "accuracy mean", "stdev", "seeds"], means)
@@ -174,6 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(REPO / "outputs" / "jiuzhang_toy"))
     parser.add_argument("--part", choices=["all", "replay", "toy"], default="all")
+    parser.add_argument(
+        "--partial", action="store_true", help="report a toy run that stopped after its selection (never start one)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.part in ("all", "replay"):
@@ -184,7 +217,7 @@ def main() -> None:
         else:
             print(f"skipped the replay: {DATA} is absent (the released samples are not part of the project)")
     if args.part in ("all", "toy"):
-        body = toy_section(toy(Path(args.workdir)))
+        body = toy_section(toy(Path(args.workdir), partial=args.partial))
         write_section("jiuzhang_toy", "JiuZhang3.0: toy run, influence against random selection", body)
         print(body)
 

@@ -280,6 +280,12 @@ def main(args: ToyArguments) -> dict:
             "candidate_rows": relevant_share(candidate_rows, toy.by_id),
         }
         logger.info("selection: %s", selection)
+        shared = {k: round(v, 1) for k, v in toy.timings.items()}
+        write_json(
+            {"arguments": asdict(args), "selection": selection, "stage_seconds": shared,
+             "total_seconds": round(time.monotonic() - start, 1)},
+            toy.work / "selection_summary.json",
+        )  # fmt: skip
         influence_boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in selected], "boost_influence")
         # 4-6) per seed: both boost arms, their synthesis models, their final data and final models
         if args.processes > 1 and len(args.seeds) * len(args.arms) > 1:
