@@ -268,10 +268,10 @@ def main(args: ToyArguments) -> dict:
         candidates = [t for t in toy.texts if t.id not in initial_ids]
         candidate_rows = toy.timed("synthesis", toy.synthesize, synth0, candidates, "candidates", 0)
         written = len({r["text_id"] for r in read_jsonl(candidate_rows)})
-        if written < 2 * args.budget:  # a selection of B among fewer than 2B texts says nothing
+        if written <= args.budget:  # a selection of B among B texts or fewer selects nothing
             raise InputError(
                 f"the initial synthesis model kept rows for only {written} of {len(candidates)} candidate texts "
-                f"(reasons in {candidate_rows.with_suffix('.stats.json')}), fewer than 2 x budget = {2 * args.budget}: "
+                f"(reasons in {candidate_rows.with_suffix('.stats.json')}), no more than the budget {args.budget}: "
                 "train it longer (synthesis_flags), give the base model more passages or epochs, or lower the budget"
             )
         selected = toy.timed("influence selection", toy.select, synth0, candidate_rows, distill)
