@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from numina_kit.answers import is_equivalent, parse_integer
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.models.base import Completion, SamplingParams
 
 
@@ -312,8 +313,7 @@ def load_trace_blocks(path: str | Path) -> list[tuple[str, int, str, str]]:
     """(trace id, block index, code, recorded output) for every executed block of a JSONL file of ToRA traces (one
     `{"id", "solution"}` object a line, each code block followed by the output the original executor printed)."""
     blocks = []
-    for line in Path(path).read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(path):
         for index, (code, output) in enumerate(TRACE_BLOCK.findall(row["solution"])):
             blocks.append((row["id"], index, code, output))
     return blocks

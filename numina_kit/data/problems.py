@@ -19,7 +19,7 @@ from pathlib import Path
 
 from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
-from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_messages, render_output
+from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_example, render_messages, render_output
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,15 @@ def to_messages(row: dict) -> list[dict[str, str]]:
     if not isinstance(solution, str) or not solution.strip():
         raise InputError(f"row {row.get('id', '?')}: no solution text (needs 'messages' or 'problem'/'solution')")
     return render_messages(problem, solution)
+
+
+def example_text(row: dict, eos_token: str) -> str:
+    """A whole training example as text: `input` + `output` for raw rows (JiuZhang's schema), else the chat template's
+    rendering of `to_messages(row)` (what a from-scratch tokenizer is trained on)."""
+    if isinstance(row.get("input"), str) and isinstance(row.get("output"), str):
+        return row["input"] + row["output"] + eos_token
+    problem, solution = (m["content"] for m in to_messages(row))
+    return render_example(problem, solution, eos_token)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from numina_kit.errors import InputError
-from numina_kit.models.base import Completion, SamplingParams
+from numina_kit.models.base import Completion, Generator, SamplingParams
 from numina_kit.prompts import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
 
 
@@ -307,3 +307,19 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def open_teacher(
+    kind: str, config: TeacherConfig, *, model_path: str = "", backend: str = "auto", role: str = "teacher"
+) -> Generator:
+    """The `Generator` a data script's recipe names: "http" (an `HTTPTeacher` on `config`) or "generator" (the model
+    at `model_path`, loaded in this process by `numina_kit.models.load.load_generator`)."""
+    if kind == "http":
+        return HTTPTeacher(config)
+    if kind == "generator":
+        if not model_path:
+            raise InputError(f"{role}: generator needs model_path")
+        from numina_kit.models.load import load_generator
+
+        return load_generator(model_path, backend=backend)
+    raise InputError(f"{role} must be 'http' or 'generator', got {kind!r}")
