@@ -69,26 +69,27 @@ class SimulatedT4Generator:
         return len(text)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        d, rng, texts, lengths = self.difficulty, self.rng, [], []
-        for prompt in prompts:
-            step = prompt.count(STOP)
-            room = params.max_new_tokens
-            length = int(min(rng.lognormal(math.log(220 * d**0.7), 0.6), room))
-            u = rng.random()
-            if length >= room:
-                text = "z" * length  # ran out of tokens: no answer, no code
-            elif u < 0.05:
-                text = "w" * length + " so $\\boxed{7}$"  # a prose answer without code
-            elif u < 0.05 + (0.25 if step == 0 else 0.55) / math.sqrt(d):
-                right = rng.random() < 0.8 / math.sqrt(d)
-                answer = self.answer if right else int(rng.integers(0, 6)) * 111
-                text = "y" * length + f" so $\\boxed{{{answer}}}$"
-            else:
-                text = "x" * max(length - len(CODE), 0) + CODE
-            texts.append(text)
-            lengths.append(len(text))
-        self.clock.now += round_seconds([len(p) for p in prompts], lengths)
+        texts = [
+            sample_completion(self.rng, self.difficulty, self.answer, p.count(STOP), params.max_new_tokens)
+            for p in prompts
+        ]
+        self.clock.now += round_seconds([len(p) for p in prompts], [len(t) for t in texts])
         return [Completion(text=t, finish_reason="stop", num_tokens=len(t)) for t in texts]
+
+
+def sample_completion(rng: np.random.Generator, d: float, answer: int, step: int, room: int) -> str:
+    """One completion of a problem of difficulty `d` after `step` code outputs: code, an answer, or neither."""
+    length = int(min(rng.lognormal(math.log(220 * d**0.7), 0.6), room))
+    u = rng.random()
+    if length >= room:
+        return "z" * length  # ran out of tokens: no answer, no code
+    if u < 0.05:
+        return "w" * length + " so $\\boxed{7}$"  # a prose answer without code
+    if u < 0.05 + (0.25 if step == 0 else 0.55) / math.sqrt(d):
+        right = rng.random() < 0.8 / math.sqrt(d)
+        answer = answer if right else int(rng.integers(0, 6)) * 111
+        return "y" * length + f" so $\\boxed{{{answer}}}$"
+    return "x" * max(length - len(CODE), 0) + CODE
 
 
 def round_seconds(prompt_tokens: list[int], completion_tokens: list[int]) -> float:
@@ -109,13 +110,19 @@ class SimulatedSandbox:
         self.clock, self.rng, self.workers = clock, rng, workers
 
     def run_many(self, codes, *, keys=None, timeout=None) -> list[ExecResult]:
-        times = np.minimum(self.rng.lognormal(math.log(0.3), 1.0, len(codes)), 5.0)
-        times[self.rng.random(len(codes)) < 0.05] = 5.0
+        times = block_seconds(self.rng, len(codes))
         self.clock.now += max(float(times.max()), float(times.sum()) / self.workers)
         return [ExecResult("ok", "1", float(t)) for t in times]
 
     def forget(self, key: str) -> None:
         pass
+
+
+def block_seconds(rng: np.random.Generator, count: int) -> np.ndarray:
+    """How long `count` code blocks run: lognormal around 0.3 s, 5% time out at 5 s."""
+    times = np.minimum(rng.lognormal(math.log(0.3), 1.0, count), 5.0)
+    times[rng.random(count) < 0.05] = 5.0
+    return times
 
 
 class FairShareBudget(TimeBudget):

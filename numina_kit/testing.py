@@ -1,14 +1,17 @@
-"""Stand-ins that tests and benchmarks both use: a fake clock, a scripted generator, a scripted OpenAI server, a
-scripted TIR teacher, and the answer and trace-replay comparisons that tests and benchmarks both measure with.
+"""Stand-ins that tests and benchmarks both use: a fake clock, scripted generators (batch and streaming), a scripted
+OpenAI server, a scripted TIR teacher, a virtual-time event loop, the real vLLM engine on CPU, and the answer and
+trace-replay comparisons that tests and benchmarks both measure with.
 
 They are part of the library (not of `tests/`) so that a benchmark never imports a test module, and so that users
 can drive `solve`, `make_predict` or a teacher client without a model: every stand-in speaks the same interface as
 the real thing (`Generator`, a clock callable, an OpenAI-compatible HTTP endpoint on 127.0.0.1).
 """
 
+import asyncio
 import json
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -158,6 +161,103 @@ class OpenAIServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+HANG = "<hang>"  # ends a scripted text: stream what comes before it, then wait until the request is cancelled
+
+
+class ScriptedStreamingGenerator:
+    """A `StreamingGenerator` serving canned texts per candidate: `scripts[c][k]` answers candidate c's k-th request.
+
+    The candidate is read from the request id, which the async engine writes as `run/candidate/round`. A text is
+    streamed `chunk_chars` characters at a time; before each chunk the generator yields to the event loop and moves
+    `clock` (a `FakeClock`) by `seconds_per_chunk`, so tests decide what happens "during" a request without any
+    wall-clock wait. A text ending in `HANG` streams up to the marker, then waits until the request is cancelled.
+    Requests listed in `fail` (as `(candidate, k)`) raise a CUDA-like error. Tokens are characters. Everything is
+    recorded: `requests` (id, prompt, params), `cancelled` and `finished` request ids, and `max_in_flight`.
+    """
+
+    def __init__(
+        self,
+        scripts: list[list[str]],
+        clock: FakeClock | None = None,
+        *,
+        seconds_per_chunk: float = 0.0,
+        chunk_chars: int = 8,
+        fail: tuple[tuple[int, int], ...] = (),
+    ) -> None:
+        self.scripts, self.clock, self.seconds_per_chunk = scripts, clock, seconds_per_chunk
+        self.chunk_chars, self.fail = chunk_chars, set(fail)
+        self.requests: list[tuple[str, str, SamplingParams]] = []
+        self.cancelled: list[str] = []
+        self.finished: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._served: dict[int, int] = {}
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    async def complete(self, prompt: str, params: SamplingParams, *, request_id: str, on_progress=None) -> Completion:
+        candidate = int(request_id.split("/")[1])
+        k = self._served.get(candidate, 0)
+        self._served[candidate] = k + 1
+        self.requests.append((request_id, prompt, params))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if (candidate, k) in self.fail:
+                raise RuntimeError("CUDA out of memory")
+            script = self.scripts[candidate][k]
+            hang = script.endswith(HANG)
+            text = script.removesuffix(HANG)
+            for end in range(self.chunk_chars, len(text) + self.chunk_chars, self.chunk_chars):
+                await asyncio.sleep(0)
+                if self.clock is not None:
+                    self.clock.now += self.seconds_per_chunk
+                if on_progress is not None:
+                    on_progress(text[:end], min(end, len(text)))
+            if hang:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request_id)
+            raise
+        finally:
+            self.in_flight -= 1
+        self.finished.append(request_id)
+        return Completion(text=text, finish_reason="stop", num_tokens=len(text), prompt_tokens=len(prompt))
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio event loop on virtual time: when nothing is ready to run, the clock jumps to the next timer.
+
+    `await asyncio.sleep(3600)` returns at once with `loop.time()` an hour later, so async code (the async SC-TIR
+    engine, a simulated server) runs on simulated time: pass `loop.time` wherever a `clock` is taken. Work in other
+    threads that wakes the loop (`run_in_executor`) is not waited for before the clock jumps: simulate with
+    coroutines only.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list:
+        events = super().select(0)  # the loop's own wake-up pipe, without waiting
+        if events or timeout == 0:
+            return events
+        if timeout is None:  # nothing scheduled: only another thread can wake the loop
+            return super().select(None)
+        self.loop.now += timeout
+        return []
 
 
 # ---------------------------------------------------------------- answers: the comparisons the real-data figures use

@@ -158,7 +158,7 @@ def _ends_in_code_block(text: str) -> bool:
     return last_open != -1 and stripped.rfind("```output") < last_open and stripped.count("```", last_open) == 2
 
 
-def _restore_stop(text: str, finish_reason: str | None, stop_reason: object, stops: tuple[str, ...]) -> str:
+def restore_stop(text: str, finish_reason: str | None, stop_reason: object, stops: tuple[str, ...]) -> str:
     """Put the stop string back at the end of `text`, as the `Generator` contract wants.
 
     OpenAI-compatible servers drop it; vLLM names it in `stop_reason`, hosted APIs do not, so then it is inferred
@@ -189,7 +189,7 @@ class HTTPTeacher:
             self._api_key = os.environ.get(config.api_key_env, "")
             if not self._api_key:
                 raise InputError(f"environment variable {config.api_key_env} (teacher api_key_env) is not set")
-        self._url = config.base_url.rstrip("/") + ("/chat/completions" if config.api == "chat" else "/completions")
+        self.url = config.base_url.rstrip("/") + ("/chat/completions" if config.api == "chat" else "/completions")
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         """The `Generator` protocol: one completion per prompt, in order, requested concurrently."""
@@ -204,7 +204,7 @@ class HTTPTeacher:
 
     def complete(self, prompt: str, params: SamplingParams) -> Completion:
         """One completion of `prompt`, retried on transient failures; raises `TeacherError` when none can be had."""
-        body = self._request_body(prompt, params)
+        body = self.request_body(prompt, params)
         for attempt in range(self.config.max_retries + 1):
             try:
                 with self._slots:
@@ -231,7 +231,8 @@ class HTTPTeacher:
             return completion
         raise AssertionError("unreachable")
 
-    def _request_body(self, prompt: str, params: SamplingParams) -> dict:
+    def request_body(self, prompt: str, params: SamplingParams) -> dict:
+        """The JSON body of one request for `prompt` (the streaming SC-TIR client sends it too)."""
         body: dict = {
             "model": self.config.model,
             "temperature": params.temperature,
@@ -249,11 +250,16 @@ class HTTPTeacher:
         body.update(self.config.extra_body)
         return body
 
-    def _post(self, body: dict) -> bytes:
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers of a request: JSON, and the API key when one is configured."""
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(self._url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        return headers
+
+    def _post(self, body: dict) -> bytes:
+        headers = self.headers()
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
                 return response.read()
@@ -262,7 +268,7 @@ class HTTPTeacher:
             if error.code == 429 or error.code in (408, 409) or error.code >= 500:
                 retry_after = _retry_after(error.headers.get("Retry-After"))
                 raise _Retryable(f"http_{error.code}", f"HTTP {error.code}: {detail}", retry_after) from None
-            raise TeacherError(f"teacher HTTP {error.code} from {self._url}: {detail}", fatal=True) from None
+            raise TeacherError(f"teacher HTTP {error.code} from {self.url}: {detail}", fatal=True) from None
         except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
             reason = getattr(error, "reason", error)
             kind = "timeout" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else "connection"
@@ -278,7 +284,7 @@ class HTTPTeacher:
         except (ValueError, KeyError, IndexError, TypeError) as error:
             raise _Retryable("malformed", f"malformed reply ({error!r}): {raw[:120]!r}") from None
         finish = choice.get("finish_reason")
-        text = _restore_stop(text, finish, choice.get("stop_reason"), params.stop)
+        text = restore_stop(text, finish, choice.get("stop_reason"), params.stop)
         usage = reply.get("usage") or {}
         return Completion(
             text=text,

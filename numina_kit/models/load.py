@@ -48,7 +48,12 @@ HF_OPTIONS = ("dtype", "device", "batch_size", "max_model_len")
 
 
 def load_generator(
-    model_path: str | Path, *, backend: str = "auto", quantization: str | None = "auto", **engine_args: Any
+    model_path: str | Path,
+    *,
+    backend: str = "auto",
+    quantization: str | None = "auto",
+    streaming: bool = False,
+    **engine_args: Any,
 ) -> Generator:
     """Open `model_path` (a Hugging Face model folder) with vLLM or transformers and return its `Generator`.
 
@@ -57,6 +62,8 @@ def load_generator(
     quantization: "auto" serves the checkpoint as it is (its `quantization_config`, or full precision); "none"
     insists on full precision; "int8" asks for 8-bit weights (bitsandbytes on load for transformers; an 8-bit
     checkpoint for vLLM); a vLLM method name such as "gptq_marlin" picks that kernel for a matching checkpoint.
+    streaming: with vLLM, start its `AsyncLLM` (`numina_kit.models.vllm_async.AsyncVLLMGenerator`): a batch
+    `Generator` that also serves one request at a time, so SC-TIR's `engine="auto"` runs the async engine on it.
     engine_args: vLLM `LLM(...)` arguments, or for transformers `dtype`, `device`, `batch_size`, `max_model_len`.
     """
     read_model_config(model_path)
@@ -68,6 +75,10 @@ def load_generator(
     if backend == "auto":
         chosen = "vllm" if vllm_installed() and devices.cuda_capabilities() else "hf"
         logger.info("backend 'auto' chose %s", chosen)
+    if chosen == "vllm" and streaming:
+        from numina_kit.models.vllm_async import AsyncVLLMGenerator
+
+        return AsyncVLLMGenerator(model_path, quantization=quantization, **engine_args)
     if chosen == "vllm":
         return VLLMGenerator(model_path, quantization=quantization, **engine_args)
     unknown = sorted(set(engine_args) - set(HF_OPTIONS))

@@ -57,12 +57,7 @@ class VLLMGenerator:
     """
 
     def __init__(self, model_path: str | Path, *, quantization: str | None = "auto", **overrides: Any) -> None:
-        if not vllm_installed():
-            import_vllm()  # raises the one-line "not installed" error before any GPU check
-        prepare_start()
-        args = vllm_engine_args(model_path, quantization=quantization, **overrides)
-        if args.get("attention_backend") == "TRITON_ATTN":
-            os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # FlashInfer's sampler fails on T4
+        args = start_args(model_path, quantization=quantization, **overrides)
         vllm = import_vllm()
         self.engine_args = args
         logger.info("starting vLLM %s with %s", getattr(vllm, "__version__", "?"), args)
@@ -94,20 +89,41 @@ class VLLMGenerator:
             for seed in seeds
         ]
         outputs = self.llm.generate(prompts, requests, use_tqdm=False)
-        completions = []
-        for output in outputs:
-            best = output.outputs[0]
-            stop_reason = best.stop_reason if isinstance(best.stop_reason, str) else None
-            finish = "stop" if best.finish_reason == "stop" else "length"
-            if best.finish_reason not in ("stop", "length"):
-                # e.g. "abort": the text is cut short, which callers must treat like running out of tokens.
-                logger.warning("vLLM finished a request with %r; reporting it as 'length'", best.finish_reason)
-            tokens = list(best.token_ids)
-            prompt_tokens = len(output.prompt_token_ids or [])
-            completions.append(
-                Completion(best.text, finish, stop_reason, len(tokens), prompt_tokens, {"token_ids": tokens})
+        return [
+            to_completion(
+                o.outputs[0].text,
+                o.outputs[0].token_ids,
+                o.outputs[0].finish_reason,
+                o.outputs[0].stop_reason,
+                len(o.prompt_token_ids or []),
             )
-        return completions
+            for o in outputs
+        ]
+
+
+def start_args(model_path: str | Path, *, quantization: str | None = "auto", **overrides: Any) -> dict[str, Any]:
+    """The engine arguments for `model_path`, after setting what vLLM reads from the environment at start-up
+    (`prepare_start`; on T4 FlashInfer's sampler off): what `VLLMGenerator` and `AsyncVLLMGenerator` start with."""
+    prepare_start()
+    if not vllm_installed():
+        import_vllm()  # raises the one-line "not installed" error before any GPU check
+    args = vllm_engine_args(model_path, quantization=quantization, **overrides)
+    if args.get("attention_backend") == "TRITON_ATTN":
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # FlashInfer's sampler fails on T4
+    return args
+
+
+def to_completion(
+    text: str, token_ids: Any, finish_reason: str | None, stop_reason: object, prompt_tokens: int
+) -> Completion:
+    """A `Completion` from what vLLM reports for one sequence: its text, tokens, and why it finished."""
+    if finish_reason not in ("stop", "length"):
+        # e.g. "abort": the text is cut short, which callers must treat like running out of tokens.
+        logger.warning("vLLM finished a request with %r; reporting it as 'length'", finish_reason)
+    tokens = list(token_ids)
+    stop = stop_reason if isinstance(stop_reason, str) else None
+    finish = "stop" if finish_reason == "stop" else "length"
+    return Completion(text, finish, stop, len(tokens), prompt_tokens, {"token_ids": tokens})
 
 
 def vllm_installed() -> bool:

@@ -2,8 +2,9 @@
 
 `majority_vote` counts (or sums confidence weights of) equal answers, optionally grouping answers that an
 `equivalent` callable says are the same, and breaks ties by a fixed documented rule. `ConsistencyRule` is the
-early-stopping test the SC-TIR loop asks after each finished candidate ("4 agree", "4 of the last 5 agree"):
-time saved on an easy problem goes to the hard ones (peers.md §6, §12).
+early-stopping test the SC-TIR loop asks after each finished candidate ("4 agree", "4 of the last 5 agree", as the
+AIMO-3 public baseline and NeMo-Skills' AIMO-2 notebook stop): time saved on an easy problem goes to the hard ones.
+`is_decided` is the exact test: the leader cannot be caught by the candidates still running.
 """
 
 import math
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from numina_kit.errors import InputError
 
 
-__all__ = ["ConsistencyRule", "VoteResult", "majority_vote"]
+__all__ = ["ConsistencyRule", "VoteResult", "is_decided", "majority_vote"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,19 @@ class ConsistencyRule:
             if counts[answer] >= self.agree:
                 return True
         return False
+
+
+def is_decided(answers: Sequence[Hashable | None], remaining: int) -> bool:
+    """Whether the majority's winner is settled: even if all `remaining` candidates answered the runner-up, it
+    would still have fewer votes than the leader (unweighted, answers grouped by `==`; None entries ignored).
+
+    Stopping then loses nothing: the vote on all answers would pick the same winner.
+    """
+    counts: dict[Hashable, int] = {}
+    for answer in answers:
+        if answer is not None:
+            counts[answer] = counts.get(answer, 0) + 1
+    if not counts:
+        return False
+    first, second = ([*sorted(counts.values(), reverse=True), 0])[:2]
+    return first > second + remaining

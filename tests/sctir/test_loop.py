@@ -3,7 +3,7 @@
 Covers each transition of `advance` (code -> output appended, answer -> frozen, no code -> restart or prune,
 answer without code output -> prune, out of rounds, context limit), the loop's stops (deadline, early stop,
 generation and sandbox failures), the vote (tie, fallback, non-integer answers, general answers) and the config.
-Run: `pytest tests/test_sctir.py`.
+Run: `pytest tests/sctir/test_loop.py`.
 """
 
 import json
@@ -306,3 +306,12 @@ def test_a_broken_completion_costs_one_candidate(sandbox):
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=str)
 def test_shipped_configs_load(path):
     assert isinstance(SCTIRConfig.from_yaml(path), SCTIRConfig)
+
+
+def test_a_decided_vote_stops_after_the_round(sandbox):
+    # after round 1: two votes for 42, one candidate still running: 2 > 0 + 1, nothing can change the winner
+    plan = [[code("6*7")] * 3, [boxed("42"), boxed("42"), code("1")]]
+    generator = ScriptedGenerator(plan)
+    solution = solve(PROBLEM, generator, config(num_candidates=3, stop_when_decided=True), executor=sandbox)
+    assert len(generator.calls) == 2 and solution.stop_reason == "vote decided" and solution.answer == 42
+    assert solution.candidates[2].status is CandidateStatus.STOPPED

@@ -6,8 +6,9 @@ the code. A trace replays when `solve` rebuilds its text (an output block compar
 recorded only the exception line, as the data README does) and returns the answer written in it, or the fallback
 when the trace states none. At least 99% must: 2123 of 2130 do. The 7 that do not: 4 traces without code (SC-TIR
 never trusts a prose answer), the fabricated output of math-train-1527-0, the original timeout of
-gsm8k_test_881, and math-train-4251-0, whose code runs past the timeout. Run: `pytest --runslow
-tests/test_sctir_replay.py`.
+gsm8k_test_881, and math-train-4251-0, whose code runs past the timeout. Both engines replay them: the sync loop and
+the async engine (through `BatchingGenerator`, one pipeline per trace). Run: `pytest --runslow
+tests/sctir/test_replay.py`.
 """
 
 import json
@@ -58,7 +59,7 @@ def last_lines(text: str) -> str:
     )
 
 
-def replay(trace: dict, sandbox: Sandbox) -> tuple[bool, str]:
+def replay(trace: dict, sandbox: Sandbox, engine: str = "sync") -> tuple[bool, str]:
     """Replay one trace; return whether `solve` rebuilt its text and answer, and a reason when it did not.
 
     A trace that states no answer must end pruned with the fallback answer. Restarts are off so that a trace that
@@ -71,6 +72,7 @@ def replay(trace: dict, sandbox: Sandbox) -> tuple[bool, str]:
         competition="general",
         max_context_tokens=10**6,
         restart_on_fail=False,
+        engine=engine,
     )
     solution = solve(trace["problem"], ReplayGenerator(trace["problem"], pieces), config, executor=sandbox)
     (candidate,) = solution.candidates
@@ -94,10 +96,11 @@ def test_model_pieces_cut_at_output_blocks():
 
 
 @pytest.mark.slow
-def test_replay_rebuilds_recorded_traces(shared_data):
+@pytest.mark.parametrize("engine", ["sync", "async"])
+def test_replay_rebuilds_recorded_traces(shared_data, engine):
     traces = [json.loads(line) for line in (shared_data / "tir_traces_sample.jsonl").read_text().splitlines()]
     with Sandbox(ExecutorConfig(timeout=10.0)) as sandbox, ThreadPoolExecutor(4) as pool:
-        outcomes = list(pool.map(lambda trace: replay(trace, sandbox), traces))
+        outcomes = list(pool.map(lambda trace: replay(trace, sandbox, engine), traces))
     failures = {trace["id"]: reason for trace, (ok, reason) in zip(traces, outcomes, strict=True) if not ok}
     share = 1 - len(failures) / len(traces)
     assert share >= 0.99, f"{share:.2%} replayed; failures: {failures}"

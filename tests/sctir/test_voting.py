@@ -1,5 +1,5 @@
 """Tests for numina_kit.sctir.voting: majority_vote (None answers, ties, weights, equivalence groups, bad weights) and
-ConsistencyRule (k agree, k of the last n, None answers, validation, loading from a YAML mapping)."""
+ConsistencyRule (k agree, k of the last n, None answers, validation, loading from a YAML mapping) and is_decided."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ import yaml
 
 from numina_kit.answers import is_equivalent
 from numina_kit.errors import InputError
-from numina_kit.sctir.voting import ConsistencyRule, VoteResult, majority_vote
+from numina_kit.sctir.voting import ConsistencyRule, VoteResult, is_decided, majority_vote
 
 
 @pytest.mark.parametrize(
@@ -123,3 +123,19 @@ def test_consistency_rule_loads_from_yaml_and_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         rule.agree = 2  # type: ignore[misc]
     assert hash(rule) == hash(ConsistencyRule(4, 5))
+
+
+@pytest.mark.parametrize(
+    ("answers", "remaining", "decided"),
+    [
+        ([7, 7, 3], 0, True),
+        ([7, 7, 3], 1, False),  # one more 3 would tie 2 to 2: not settled
+        ([7, 7, 7, 3], 1, True),
+        ([7, None, None], 0, True),
+        ([None], 3, False),
+        ([], 0, False),
+        ([5, 5, 5, 5], 3, True),
+    ],
+)
+def test_is_decided(answers, remaining, decided):
+    assert is_decided(answers, remaining) is decided
