@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
-from numina_kit.prompts import STOP  # noqa: E402
+from numina_kit.protocols.tora import STOP  # noqa: E402
 from numina_kit.sandbox.pool import ExecResult  # noqa: E402
 from numina_kit.sctir.budget import NINE_HOURS, TimeBudget  # noqa: E402
 from numina_kit.sctir.loop import SCTIRConfig, solve  # noqa: E402

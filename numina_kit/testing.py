@@ -383,7 +383,7 @@ class TIRModel:
         self._lock = threading.Lock()
 
     def __call__(self, path: str, body: dict, headers: dict) -> Reply:
-        from numina_kit.prompts import OUTPUT_START, STOP
+        from numina_kit.protocols.tora import OUTPUT_START, STOP
 
         problem, solution = body["prompt"].removeprefix("### Problem: ").split("\n### Solution: ", 1)
         a, b, kind = re.search(r"add (\d+) and (\d+) \[(\w+)\]", problem).groups()

@@ -41,7 +41,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from numina_kit.data.problems import to_messages
 from numina_kit.errors import InputError
 from numina_kit.models.demo import EOS
-from numina_kit.prompts import render_example
+from numina_kit.protocols.tora import render_example
 
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Run: pytest tests/test_prompts.py
 
 import pytest
 
-from numina_kit import prompts
+from numina_kit.protocols import tora as prompts
 from numina_kit.models.demo import train_tokenizer
 
 
