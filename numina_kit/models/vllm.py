@@ -96,9 +96,9 @@ class VLLMGenerator:
 def start_args(model_path: str | Path, *, quantization: str | None = "auto", **overrides: Any) -> dict[str, Any]:
     """The engine arguments for `model_path`, after setting what vLLM reads from the environment at start-up
     (`prepare_start`; on T4 FlashInfer's sampler off): what `VLLMGenerator` and `AsyncVLLMGenerator` start with."""
-    prepare_start()
     if not vllm_installed():
         import_vllm()  # raises the one-line "not installed" error before any GPU check
+    prepare_start()
     args = vllm_engine_args(model_path, quantization=quantization, **overrides)
     if args.get("attention_backend") == "TRITON_ATTN":
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # FlashInfer's sampler fails on T4
