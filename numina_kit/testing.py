@@ -549,7 +549,7 @@ def tool_transcript(protocol, sandbox, turns: list[str]) -> str:
     return text
 
 
-def make_tool_model(name: str, path: str | Path, *, steps: int = 150):
+def make_tool_model(name: str, path: str | Path, *, steps: int = 200):
     """Train a tiny model of protocol `name`'s family ("harmony": gpt-oss, "qwen3") to write `TOOL_TURNS[name]` for
     `TOOL_PROBLEM`, and save it to `path`. The training text is the protocol's own rendering (prompt, turns, tool
     results from a real stateful sandbox), the same layer SC-TIR serves it with. Returns (path, final loss)."""

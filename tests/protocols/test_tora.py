@@ -1,6 +1,7 @@
-"""numina_kit.prompts: the chat template, the prompt and output rendering, and code-block extraction.
+"""numina_kit.protocols.tora (Numina's ToRA fences): the chat template, the prompt and output rendering, and code-block
+extraction.
 
-Run: pytest tests/test_prompts.py
+Run: pytest tests/protocols/test_tora.py
 """
 
 import pytest
