@@ -164,14 +164,16 @@ class Harmony(ToolProtocol):
         messages = [{"role": "user", "content": problem}]
         if self.instructions:
             messages.insert(0, {"role": "developer", "content": self.instructions})
-        return self.tokenizer.apply_chat_template(
+        prompt = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,
             add_generation_prompt=True,
             builtin_tools=["python"],
             reasoning_effort=self.reasoning_effort,
-            strftime_now=lambda _: self.date,
         )
+        # the template writes today's date (transformers' `strftime_now`, which a caller cannot replace)
+        today = datetime.date.today().isoformat()
+        return prompt.replace(f"Current date: {today}", f"Current date: {self.date}", 1)
 
     def _render_with_harmony(self, problem: str) -> str:
         import openai_harmony as harmony
