@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from numina_kit.errors import InputError
-from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn
+from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn, current_turn
 
 
 logger = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class Harmony(ToolProtocol):
         return (CALL, RETURN)
 
     def parse(self, history: str, text: str, finish_reason: str) -> Turn:
-        messages = parse_messages(text)
+        messages = parse_messages(current_turn(history, CALL, ASSISTANT) + text)
         if not messages or not messages[-1].end:
             final = next((m.content for m in reversed(messages) if m.channel == "final"), None)
             return Turn(final=final, cut_off=finish_reason == "length")

@@ -117,3 +117,14 @@ def test_chat_protocols_need_a_chat_template():
         make_protocol(ProtocolConfig(name="qwen3"), object())
     with pytest.raises(InputError, match="no tokenizer"):
         make_protocol(ProtocolConfig(name="chat-fenced"), None)
+
+
+def test_a_message_cut_off_and_resumed_is_read_whole(qwen3_tokenizer):
+    protocol = Qwen3ToolCalls(tokenizer=qwen3_tokenizer)
+    first = TOOL_TURNS["qwen3"][0]
+    history = first + protocol.render_results(protocol.parse("", first, "stop"), ["42"])
+    cut = '<think>\nAdd one.\n</think>\n\n<tool_call>\n{"name": "python", "arguments": {"code": "print(x'
+    rest = ' + 1)"}}\n</tool_call>'
+    assert protocol.parse(history, cut, "length").cut_off
+    [call] = protocol.parse(history + cut, rest, "stop").calls
+    assert call.code == "print(x + 1)"

@@ -142,3 +142,14 @@ def test_harmony_without_template_or_encoding_is_a_clear_error():
         Harmony(encoding=None, tokenizer=None)
     with pytest.raises(InputError, match="reasoning_effort"):
         Harmony(encoding=None, reasoning_effort="max")
+
+
+def test_a_turn_cut_off_by_the_token_limit_is_read_whole_when_resumed(gpt_oss_tokenizer):
+    protocol = Harmony(tokenizer=gpt_oss_tokenizer, encoding=None)
+    first = TOOL_TURNS["harmony"][0]
+    history = first + protocol.render_results(protocol.parse("", first, "stop"), ["42"])
+    cut = "<|channel|>analysis to=python code<|message|>print(x"
+    assert protocol.parse(history, cut, "length").cut_off
+    [call] = protocol.parse(history + cut, " + 1)<|call|>", "stop").calls
+    assert call.code == "print(x + 1)"
+    assert protocol.parse(history + cut + " + 1)<|call|>", "", "stop") is not None
