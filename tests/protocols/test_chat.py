@@ -31,7 +31,12 @@ def test_a_tool_calling_conversation_renders_as_qwen3s_own_template(qwen3_tokeni
     messages = [
         {"role": "system", "content": "Answer in \\boxed{}."},
         {"role": "user", "content": TOOL_PROBLEM},
-        {"role": "assistant", "reasoning_content": "Use python.", "content": "", "tool_calls": [call("x = 6 * 7\nprint(x)")]},
+        {
+            "role": "assistant",
+            "reasoning_content": "Use python.",
+            "content": "",
+            "tool_calls": [call("x = 6 * 7\nprint(x)")],
+        },
         {"role": "tool", "content": "42"},
         {"role": "assistant", "reasoning_content": "Add one.", "content": "", "tool_calls": [call("print(x + 1)")]},
         {"role": "tool", "content": "43"},
@@ -56,7 +61,12 @@ def test_two_calls_in_one_message_run_in_order_and_return_in_one_user_turn(qwen3
     rendered = protocol.render_prompt("p") + text + protocol.render_results(turn, ["1", "2"])
     messages = [
         {"role": "user", "content": "p"},
-        {"role": "assistant", "reasoning_content": "Two things.", "content": "", "tool_calls": [call("print(1)"), call("print(2)")]},
+        {
+            "role": "assistant",
+            "reasoning_content": "Two things.",
+            "content": "",
+            "tool_calls": [call("print(1)"), call("print(2)")],
+        },
         {"role": "tool", "content": "1"},
         {"role": "tool", "content": "2"},
     ]
@@ -69,7 +79,10 @@ def test_two_calls_in_one_message_run_in_order_and_return_in_one_user_turn(qwen3
     ("text", "error"),
     [
         ('<tool_call>\n{"name": "python", "arguments": {"code": "print(1)"', "not closed"),
-        ('<tool_call>\n{"name": "python", "arguments": {"code": print(1)}}\n</tool_call>', "Could not read the tool call's JSON"),
+        (
+            '<tool_call>\n{"name": "python", "arguments": {"code": print(1)}}\n</tool_call>',
+            "Could not read the tool call's JSON",
+        ),
         ('<tool_call>\n{"name": "bash", "arguments": {"code": "ls"}}\n</tool_call>', "Unknown tool 'bash'"),
         ('<tool_call>\n{"name": "python", "arguments": {"source": "1"}}\n</tool_call>', '{"code": "<Python source>"}'),
     ],

@@ -7,6 +7,7 @@ Kaggle's real AIMO-3 gateway, `kaggle_evaluation` 0.9.0, when a copy is on PYTHO
 competition's data; the test skips otherwise).
 """
 
+import copy
 import importlib
 import json
 from pathlib import Path
@@ -24,10 +25,15 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
+AIMO3 = yaml.safe_load((REPO / "configs" / "aimo3_gpt_oss.yaml").read_text())
+# what each tiny model is trained on and served with: gpt-oss with the AIMO-3 configuration's developer message
+PROTOCOLS = {"harmony": AIMO3["protocol"] | {"stateful": True}, "qwen3": {"name": "qwen3", "stateful": True}}
+
+
 @pytest.fixture(scope="module")
 def tool_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tool_models")
-    return {name: make_tool_model(name, folder / name) for name in ("harmony", "qwen3")}
+    return {name: make_tool_model(name, folder / name, options=PROTOCOLS[name]) for name in PROTOCOLS}
 
 
 @pytest.mark.parametrize("engine", ["sync", "async"])
@@ -44,7 +50,7 @@ def test_a_tiny_model_of_the_family_solves_through_its_protocol(tool_models, nam
         max_context_tokens=2048,
         competition="aimo3",
         restart_on_fail=False,
-        protocol={"name": name, "stateful": True},
+        protocol=PROTOCOLS[name],
         engine=engine,
         logprobs=3,
     )
@@ -92,7 +98,7 @@ def test_the_notebook_runs_the_gpt_oss_configuration_through_the_real_aimo3_gate
     if not real_aimo3_gateway():
         pytest.skip("kaggle_evaluation 0.9.0 (AIMO-3's gateway, from the competition's data) is not on PYTHONPATH")
     path, _ = tool_models["harmony"]
-    recipe = yaml.safe_load((REPO / "configs" / "aimo3_gpt_oss.yaml").read_text())
+    recipe = copy.deepcopy(AIMO3)
     assert recipe["protocol"]["name"] == "harmony" and recipe["vllm_args"]["max_model_len"] >= 65536
     # the same configuration, scaled to a tiny model on 2 CPU cores
     recipe |= {"num_candidates": 2, "max_new_tokens": 96, "max_context_tokens": 2048, "temperature": 0.0}
@@ -104,7 +110,7 @@ def test_the_notebook_runs_the_gpt_oss_configuration_through_the_real_aimo3_gate
     problems.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
     argv = ["notebook", "--model", str(path), "--problems", str(problems), "--out", str(out)]
-    argv += ["--competition", "aimo3", "--config", str(recipe_path), "--gateway", "kaggle", "--backend", "hf"]
+    argv += ["--competition", "aimo3", "--config", str(recipe_path), "--gateway", "kaggle", "--backend", "auto"]
     assert main([*argv, "--budget-s", "300", "--timeout", "600"]) == 0
     printed = capsys.readouterr().out
     assert "score: 3/3" in printed

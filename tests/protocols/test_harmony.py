@@ -61,7 +61,10 @@ def test_the_template_prompt_is_transformers_apply_chat_template(gpt_oss_tokeniz
         reasoning_effort="high",
     )
     today = datetime.date.today().isoformat()
-    assert protocol.render_prompt(TOOL_PROBLEM) == expected.replace(f"Current date: {today}", f"Current date: {DATE}") and protocol.renderer == "chat template"
+    assert (
+        protocol.render_prompt(TOOL_PROBLEM) == expected.replace(f"Current date: {today}", f"Current date: {DATE}")
+        and protocol.renderer == "chat template"
+    )
 
 
 COMPLETIONS = [

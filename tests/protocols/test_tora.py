@@ -6,8 +6,8 @@ Run: pytest tests/protocols/test_tora.py
 
 import pytest
 
-from numina_kit.protocols import tora as prompts
 from numina_kit.models.demo import train_tokenizer
+from numina_kit.protocols import tora as prompts
 
 
 @pytest.fixture(scope="module")
