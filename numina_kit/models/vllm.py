@@ -106,8 +106,9 @@ def start_args(model_path: str | Path, *, quantization: str | None = "auto", **o
 
 
 def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
-    """vLLM's `SamplingParams` for ours: stop strings kept in the text, as the `Generator` interface says."""
-    return vllm.SamplingParams(
+    """vLLM's `SamplingParams` for ours: stop strings kept in the text, as the `Generator` interface says; `extra`
+    adds or replaces arguments (a per-prompt `seed`, an `output_kind`)."""
+    arguments = dict(
         temperature=params.temperature,
         top_p=params.top_p,
         min_p=params.min_p,
@@ -117,8 +118,8 @@ def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
         skip_special_tokens=params.skip_special_tokens,
         logprobs=params.logprobs,
         seed=params.seed,
-        **extra,
     )
+    return vllm.SamplingParams(**arguments | extra)
 
 
 def to_completion(
