@@ -36,26 +36,20 @@ def tool_models(tmp_path_factory):
     return {name: make_tool_model(name, folder / name, options=PROTOCOLS[name]) for name in PROTOCOLS}
 
 
+def solve_with(path, **settings):
+    """SC-TIR on `TOOL_PROBLEM` with the tiny model at `path` (transformers, greedy), `settings` on top."""
+    values = dict(num_candidates=2, max_rounds=4, temperature=0.0, max_new_tokens=96, max_context_tokens=2048)
+    config = SCTIRConfig(**values | dict(competition="aimo3", restart_on_fail=False) | settings)
+    with Sandbox(config.executor) as sandbox:
+        return solve(TOOL_PROBLEM, load_generator(path, backend="hf"), config, executor=sandbox)
+
+
 @pytest.mark.parametrize("engine", ["sync", "async"])
 @pytest.mark.parametrize("name", ["harmony", "qwen3"])
 def test_a_tiny_model_of_the_family_solves_through_its_protocol(tool_models, name, engine):
     path, loss = tool_models[name]
     assert loss < 0.05
-    generator = load_generator(path, backend="hf")
-    config = SCTIRConfig(
-        num_candidates=2,
-        max_rounds=4,
-        temperature=0.0,
-        max_new_tokens=96,
-        max_context_tokens=2048,
-        competition="aimo3",
-        restart_on_fail=False,
-        protocol=PROTOCOLS[name],
-        engine=engine,
-        logprobs=3,
-    )
-    with Sandbox(config.executor) as sandbox:
-        solution = solve(TOOL_PROBLEM, generator, config, executor=sandbox)
+    solution = solve_with(path, protocol=PROTOCOLS[name], engine=engine, logprobs=3)
     assert solution.answer == 43 and solution.votes == [(43, 2)] and not solution.is_fallback
     for candidate in solution.candidates:
         assert candidate.code_runs == 2 and candidate.from_code
@@ -66,20 +60,7 @@ def test_a_tiny_model_of_the_family_solves_through_its_protocol(tool_models, nam
 
 def test_a_stateless_interpreter_loses_the_variable(tool_models):
     path, _ = tool_models["qwen3"]
-    generator = load_generator(path, backend="hf")
-    config = SCTIRConfig(
-        num_candidates=1,
-        max_rounds=3,
-        temperature=0.0,
-        max_new_tokens=96,
-        max_context_tokens=2048,
-        competition="aimo3",
-        restart_on_fail=False,
-        protocol="qwen3",  # Qwen3's default: a fresh interpreter per call
-    )
-    assert config.executor.stateful is False
-    with Sandbox(config.executor) as sandbox:
-        solution = solve(TOOL_PROBLEM, generator, config, executor=sandbox)
+    solution = solve_with(path, protocol="qwen3", num_candidates=1)  # Qwen3's default: a fresh interpreter per call
     assert "NameError: name 'x' is not defined" in solution.candidates[0].text
 
 
