@@ -74,8 +74,12 @@ def test_a_tiny_model_of_the_family_solves_on_vllms_engine(tool_models, name):
         pytest.skip(VLLM_MISSING)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave the CPU affinity of other processes alone
     path, _ = tool_models[name]
-    generator = load_generator(path, backend="vllm", max_model_len=2048, **IN_PROCESS_VLLM_ARGS)
-    solution = solve_with(path, generator, protocol=PROTOCOLS[name], logprobs=3)
+    # AsyncLLM (the notebook's engine for vLLM): the async SC-TIR engine; closed so no engine process outlives the test
+    generator = load_generator(path, backend="vllm", streaming=True, max_model_len=2048, **IN_PROCESS_VLLM_ARGS)
+    try:
+        solution = solve_with(path, generator, protocol=PROTOCOLS[name], logprobs=3)
+    finally:
+        generator.close()
     assert solution.answer == 43 and solution.votes == [(43, 2)]
     assert all(c.code_runs == 2 and c.last_output == "43" and c.mean_entropy is not None for c in solution.candidates)
 
