@@ -263,12 +263,6 @@ class _VirtualSelector(selectors.SelectSelector):
 # ---------------------------------------------------------------- answers: the comparisons the real-data figures use
 
 
-def load_rows(path: Path) -> list[dict]:
-    """The rows of a JSONL file (the shared evaluation sets and traces)."""
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def answers_agree(recorded: str, extracted: str | None) -> str | None:
     """How an extracted answer agrees with a recorded one: "same" text, same "integer" (`4.0` and `4`), or
     "equivalent" (`is_equivalent(recorded, extracted)`); None when it does not."""

@@ -143,9 +143,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     solutions_path = out / "solutions.jsonl"
     with (
+        Sandbox(config.executor) as sandbox,
         tqdm(total=len(problems) * len(seeds), desc="evaluate", unit="problem") as bar,
         JsonlAppender(solutions_path) as solutions,
     ):
+        for line in sandbox.isolation.missing() if config.execute_code else []:
+            logger.warning(line)
         correct = 0
 
         def update(result: ProblemResult, solution: Solution) -> None:
@@ -156,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(correct=f"{correct}/{bar.n}", answer=result.answer)
 
         evaluation = evaluate(
-            problems, generator, config, seeds=seeds, on_result=update, data=str(args.data), model=str(args.model)
-        )
+            problems, generator, config, seeds=seeds, executor=sandbox, on_result=update, data=str(args.data),
+            model=str(args.model),
+        )  # fmt: skip
     paths = [*write_report(evaluation, out), solutions_path]
     summary = evaluation.summary()
     n = config.num_candidates
