@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numina_kit.prompts import STOP
+from numina_kit.protocols.tora import STOP
 from numina_kit.sandbox.pool import ExecResult
 
 

@@ -46,7 +46,7 @@ from budget import (  # noqa: E402
 )
 
 from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
-from numina_kit.prompts import STOP  # noqa: E402
+from numina_kit.protocols.tora import STOP  # noqa: E402
 from numina_kit.sandbox.pool import ExecResult  # noqa: E402
 from numina_kit.sctir.budget import NINE_HOURS, TimeBudget  # noqa: E402
 from numina_kit.sctir.engine import solve_async  # noqa: E402

@@ -34,7 +34,7 @@ from numina_kit.data.problems import load_problems  # noqa: E402
 from numina_kit.models.base import SamplingParams  # noqa: E402
 from numina_kit.models.demo import save_demo_model  # noqa: E402
 from numina_kit.models.load import load_generator  # noqa: E402
-from numina_kit.prompts import STOP, render_prompt  # noqa: E402
+from numina_kit.protocols.tora import STOP, render_prompt  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.models.base import Completion, SamplingParams  # noqa: E402
 from numina_kit.models.demo import train_tokenizer  # noqa: E402
-from numina_kit.prompts import STOP, last_code_block, render_output, render_prompt  # noqa: E402
+from numina_kit.protocols.tora import STOP, last_code_block, render_output, render_prompt  # noqa: E402
 from numina_kit.sandbox.pool import ExecResult  # noqa: E402
 from numina_kit.sctir.loop import SCTIRConfig, solve  # noqa: E402
 

@@ -1,7 +1,7 @@
 """What `sft.py`, `kto_sample.py` and `kto.py` share: the model and tokenizer, saving, and the command line.
 
 Shaped like open-r1's `utils/` (`get_tokenizer`, `get_model`). Every recipe trains with
-`numina_kit.prompts.CHAT_TEMPLATE`, the template inference builds its prompts from, so the two cannot drift; the
+`numina_kit.protocols.tora.CHAT_TEMPLATE`, the template inference builds its prompts from, so the two cannot drift; the
 template ends each solution with EOS and the pad token is kept distinct from EOS, so the model learns to stop
 (Numina's template had no EOS and its pad token was EOS: `tokenizer_config.json` of AI-MO/NuminaMath-7B-TIR).
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from trl import ModelConfig
 
 from numina_kit.errors import InputError
-from numina_kit.prompts import CHAT_TEMPLATE
+from numina_kit.protocols.tora import CHAT_TEMPLATE
 
 
 logger = logging.getLogger(__name__)
@@ -49,12 +49,12 @@ class ScratchModelArguments:
 
 
 def resolve_chat_template(chat_template_path: str | None) -> str:
-    """The chat template a recipe trains with: `numina_kit.prompts.CHAT_TEMPLATE`, or the `.jinja` file it names."""
+    """The chat template a recipe trains with: `numina_kit.protocols.tora.CHAT_TEMPLATE`, or the `.jinja` file it names."""
     if chat_template_path is None:
         return CHAT_TEMPLATE
     path = Path(chat_template_path)
     if not path.is_file():
-        raise InputError(f"chat_template_path {path} is not a file; leave it unset to use numina_kit.prompts")
+        raise InputError(f"chat_template_path {path} is not a file; leave it unset to use numina_kit.protocols.tora")
     return path.read_text(encoding="utf-8")
 
 

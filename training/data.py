@@ -2,7 +2,7 @@
 
 `dataset_name` is `synthetic` (numina_kit.data.problems's tool-integrated problems), a local JSONL/Parquet file, or
 a dataset id on the Hub. Rows in the NuminaMath-CoT/-TIR schema (`messages`) or with `problem` and `solution` are
-rendered to a `prompt` (`numina_kit.prompts.render_prompt`, what inference sends) and a `completion` (the solution
+rendered to a `prompt` (`numina_kit.protocols.tora.render_prompt`, what inference sends) and a `completion` (the solution
 and EOS), so one recipe key, TRL's `completion_only_loss`, decides whether the loss covers the prompt.
 
 Decontamination: `decontaminate_against` names evaluation problem files (the project ships none: bring AIME, AMC,
@@ -20,7 +20,7 @@ from trl import ScriptArguments
 from numina_kit.data.decontamination import DEFAULT_N, build_index
 from numina_kit.data.problems import load_problems, synthetic_problems, to_messages
 from numina_kit.errors import InputError
-from numina_kit.prompts import render_prompt
+from numina_kit.protocols.tora import render_prompt
 
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def decontaminate(dataset, data_args: DataArguments):
 def render_prompt_completion(dataset, eos_token: str):
     """Each row as `prompt` (the inference prompt) and `completion` (the solution closed by EOS).
 
-    Together they are exactly `numina_kit.prompts.CHAT_TEMPLATE` applied to the row's messages. A raw `input`/`output`
+    Together they are exactly `numina_kit.protocols.tora.CHAT_TEMPLATE` applied to the row's messages. A raw `input`/`output`
     row (`is_raw`) is kept as it is: `input` is the prompt, `output` and EOS the completion.
     """
 

@@ -30,7 +30,7 @@ from trl import KTOConfig, ModelConfig, TrlParser
 
 from numina_kit.data.jsonl import JsonlAppender, read_jsonl
 from numina_kit.errors import InputError
-from numina_kit.prompts import render_prompt
+from numina_kit.protocols.tora import render_prompt
 
 
 logger = logging.getLogger(__name__)

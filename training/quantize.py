@@ -21,7 +21,7 @@ from typing import Any
 
 from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
-from numina_kit.prompts import CHAT_TEMPLATE, render_messages
+from numina_kit.protocols.tora import CHAT_TEMPLATE, render_messages
 
 
 GPTQ_DEFAULTS = {"bits": 8, "group_size": 128, "desc_act": False, "sym": True}
@@ -123,7 +123,7 @@ def _problem_solution(row: Any) -> tuple[str, str] | None:
 
 def render_calibration(rows: list[tuple[str, str]], tokenizer: Any, num_samples: int, *, seed: int = 42) -> list[str]:
     """`num_samples` (problem, solution) pairs drawn with `seed`, each rendered as a whole training example with
-    numina_kit.prompts' chat template (the text the model was fine-tuned on, EOS included)."""
+    numina_kit.protocols.tora's chat template (the text the model was fine-tuned on, EOS included)."""
     chosen = list(rows)
     random.Random(seed).shuffle(chosen)
     return [

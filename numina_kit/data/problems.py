@@ -5,7 +5,7 @@ It takes JSONL, CSV or Parquet with an `id` (optional: the row number is used) a
 optional reference `answer`, kept as the exact string the file gives (AIME/AMC files write `142.0`).
 
 `to_messages` turns a row of NuminaMath-CoT or NuminaMath-TIR (or any `problem`/`solution` file) into the chat
-messages that `numina_kit.prompts.CHAT_TEMPLATE` renders. `synthetic_problems` makes tool-integrated problems that
+messages that `numina_kit.protocols.tora.CHAT_TEMPLATE` renders. `synthetic_problems` makes tool-integrated problems that
 a small model cannot do in its head but can write code for, each with its answer (0..999, AIMO rules) and a worked
 solution in the project's TIR format whose output block is what the code really prints.
 """
@@ -19,7 +19,14 @@ from pathlib import Path
 
 from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
-from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_example, render_messages, render_output
+from numina_kit.protocols.tora import (
+    CODE_END,
+    CODE_START,
+    OUTPUT_START,
+    render_example,
+    render_messages,
+    render_output,
+)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ texts whose kind is a definition or a theorem get every chain-of-thought stage, 
 `parse_reply` is strict: a reply is kept only as `[Problem]` text then `[Solution]` text with a `\\boxed{}` answer
 (and, for a tool stage, well-formed code fences with at least one code block); anything else raises `Rejected`
 with a short reason that the pipeline counts. `render_question` is the prompt a *final* model is trained on: the
-project's ToRA format (`numina_kit.prompts.render_prompt`, what SC-TIR inference sends) or JiuZhang's released
+project's ToRA format (`numina_kit.protocols.tora.render_prompt`, what SC-TIR inference sends) or JiuZhang's released
 format (`## Question ... ## Solution` / `## Code Solution`).
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from numina_kit.answers import extract_boxed
 from numina_kit.data.corpus import Text
 from numina_kit.errors import InputError
-from numina_kit.prompts import CODE_START, OUTPUT_START, render_prompt
+from numina_kit.protocols.tora import CODE_START, OUTPUT_START, render_prompt
 
 
 PROBLEM_TAG = "[Problem]"

@@ -38,7 +38,7 @@ from numina_kit.data.problems import Problem
 from numina_kit.data.teacher import HTTPTeacher, TeacherError
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, Generator, SamplingParams
-from numina_kit.prompts import render_messages
+from numina_kit.protocols.tora import render_messages
 from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox
 from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve
 

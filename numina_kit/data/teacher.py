@@ -7,7 +7,7 @@ HTTP 429, 5xx, timeouts, dropped connections and malformed replies with exponent
 It implements the `Generator` protocol (`generate` sends a batch's requests concurrently), so SC-TIR, TIR data
 synthesis and evaluation use it like any in-process model; `complete` is one request, safe to call from threads.
 
-Prompts are always ToRA text (`numina_kit.prompts`): `### Problem: ...\\n### Solution: ` plus the solution so far.
+Prompts are always ToRA text (`numina_kit.protocols.tora`): `### Problem: ...\\n### Solution: ` plus the solution so far.
 The "completions" API continues that text directly. The "chat" API cannot continue a partial assistant turn on most
 servers, so the text is split into turns: the problem as the user turn, each piece of solution up to an output
 block as an assistant turn, and each output block as a user turn; the reply is the next piece of solution.
@@ -28,7 +28,7 @@ from typing import Literal
 
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, Generator, SamplingParams
-from numina_kit.prompts import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
+from numina_kit.protocols.tora import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
 
 
 logger = logging.getLogger(__name__)
@@ -250,6 +250,12 @@ class HTTPTeacher:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.min_p:
+            body["min_p"] = params.min_p  # vLLM's extension of the OpenAI API, as the two below
+        if not params.skip_special_tokens:
+            body["skip_special_tokens"] = False
+        if params.logprobs and self.config.api != "chat":
+            body["logprobs"] = params.logprobs
         if self.config.api == "chat":
             body["messages"] = prompt_to_messages(prompt, self.config.system_prompt)
         else:

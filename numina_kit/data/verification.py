@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from numina_kit.answers import GENERAL, extract_boxed, judge
 from numina_kit.data.stages import Rejected, split_blocks
-from numina_kit.prompts import CODE_END, CODE_START, OUTPUT_START, render_output
+from numina_kit.protocols.tora import CODE_END, CODE_START, OUTPUT_START, render_output
 from numina_kit.sandbox.pool import Sandbox
 
 

@@ -11,6 +11,8 @@ going to `stop` order) and cut just after it; EOS ends a completion without addi
 for in the new text only, never in the prompt.
 """
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -25,7 +27,10 @@ class SamplingParams:
     """How to sample one continuation per prompt.
 
     `seed` makes a call reproducible: prompt i of a call is sampled with seed `seed + i`, so the same prompt list and
-    seed give the same texts whatever the batch size. `temperature == 0` means greedy decoding.
+    seed give the same texts whatever the batch size. `temperature == 0` means greedy decoding. `min_p` drops tokens
+    less likely than `min_p` times the most likely one. `skip_special_tokens=False` keeps special tokens in the
+    text (formats made of them, such as Harmony, need it; stop strings then match them too). `logprobs=k` asks for
+    each generated token's top-k log-probabilities, kept as `Completion.extra["entropies"]` (`token_entropy`).
     """
 
     temperature: float = 0.8
@@ -33,6 +38,9 @@ class SamplingParams:
     max_new_tokens: int = 2048
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    min_p: float = 0.0
+    skip_special_tokens: bool = True
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -41,6 +49,10 @@ class SamplingParams:
             raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_p < 1:
+            raise InputError(f"min_p must be in [0, 1), got {self.min_p}")
+        if self.logprobs is not None and self.logprobs < 1:
+            raise InputError(f"logprobs must be a positive number of top tokens, got {self.logprobs}")
         object.__setattr__(self, "stop", tuple(self.stop))
         if any(not s for s in self.stop):
             raise InputError("stop strings must not be empty")
@@ -53,7 +65,7 @@ class Completion:
     `text` is the new text only (not the prompt). When a stop string ended generation it is kept at the end of
     `text` and named in `stop_reason`; `finish_reason` is "stop" for a stop string or EOS, "length" when
     `max_new_tokens` ran out. `num_tokens` counts the generated tokens, EOS included; both backends put them in
-    `extra["token_ids"]`.
+    `extra["token_ids"]`, and with `SamplingParams.logprobs` each token's entropy in `extra["entropies"]`.
     """
 
     text: str
@@ -87,3 +99,9 @@ def match_stop(text: str, previous_length: int, stops: tuple[str, ...]) -> tuple
         if index != -1 and (best is None or index + len(stop) < best[0]):
             best = (index + len(stop), stop)
     return (best[1], best[0]) if best else None
+
+
+def token_entropy(logprobs: Iterable[float]) -> float:
+    """The entropy (nats) of one sampling step from its top-k log-probabilities: -sum p log p over those k, not
+    renormalised (as the AIMO-3 prize teams computed confidence from vLLM's top-5 logprobs)."""
+    return -sum(math.exp(value) * value for value in logprobs if value > -math.inf)

@@ -8,7 +8,7 @@ its own token, so a small model can copy numbers between the problem, its code a
 from collections.abc import Iterable
 from pathlib import Path
 
-from numina_kit.prompts import CHAT_TEMPLATE
+from numina_kit.protocols.tora import CHAT_TEMPLATE
 
 
 BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"

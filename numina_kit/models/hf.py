@@ -78,10 +78,15 @@ class HFGenerator:
             raise InputError(f"a prompt of {longest} tokens is longer than the {self.max_model_len}-token context")
         # As vLLM: a row stops at max_new_tokens or when prompt + completion fill the context (one token at least).
         limits = [max(1, min(params.max_new_tokens, self.max_model_len - length)) for length in prompt_lengths]
-        tracker = _FinishTracker(self.tokenizer, input_ids.shape[1], limits, params.stop, self.eos_token_ids)
+        tracker = _FinishTracker(
+            self.tokenizer, input_ids.shape[1], limits, params.stop, self.eos_token_ids, params.skip_special_tokens
+        )
         processors = LogitsProcessorList()
+        entropies = _EntropyRecorder(params.logprobs) if params.logprobs else None
+        if entropies is not None:
+            processors.append(entropies)
         if params.temperature > 0:
-            processors.append(_SeededSampler(seeds, params.temperature, params.top_p, self.device))
+            processors.append(_SeededSampler(seeds, params.temperature, params.top_p, self.device, params.min_p))
         config = GenerationConfig(
             max_new_tokens=max(limits),
             do_sample=False,
@@ -97,20 +102,25 @@ class HFGenerator:
                 stopping_criteria=StoppingCriteriaList([tracker]),
             )
         generated = sequences[:, input_ids.shape[1] :].tolist()
-        return [
-            self._completion(tokens, tracker.finished.get(row), params.stop, prompt_lengths[row])
-            for row, tokens in enumerate(generated)
-        ]
+        completions = []
+        for row, tokens in enumerate(generated):
+            completion = self._completion(tokens, tracker.finished.get(row), params, prompt_lengths[row])
+            if entropies is not None:
+                completion.extra["entropies"] = [step[row] for step in entropies.steps[: completion.num_tokens]]
+            completions.append(completion)
+        return completions
 
     def _completion(
-        self, tokens: list[int], finish: tuple[str, int] | None, stops: tuple[str, ...], prompt_tokens: int
+        self, tokens: list[int], finish: tuple[str, int] | None, params: SamplingParams, prompt_tokens: int
     ) -> Completion:
         reason, count = finish if finish is not None else ("length", len(tokens))
         tokens = tokens[:count]
-        # As vLLM with include_stop_str_in_output: the last token (EOS too) is decoded; special tokens are skipped.
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        stops, skip = params.stop, params.skip_special_tokens
+        # As vLLM with include_stop_str_in_output: the last token (EOS too) is decoded; special tokens are skipped
+        # unless `params.skip_special_tokens` is False.
+        text = self.tokenizer.decode(tokens, skip_special_tokens=skip)
         if reason in ("stop", "eos") and stops:
-            previous = len(self.tokenizer.decode(tokens[:-1], skip_special_tokens=True))
+            previous = len(self.tokenizer.decode(tokens[:-1], skip_special_tokens=skip))
             match = match_stop(text, previous, stops)
             if match is None and reason == "stop":
                 match = _earliest_stop(text, stops)
@@ -134,17 +144,20 @@ class _SeededSampler:
     Doing the sampling here rather than in `generate(do_sample=True)` gives each prompt its own random stream.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any) -> None:
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any, min_p: float = 0.0) -> None:
         import torch
 
         self.temperature = temperature
         self.top_p = top_p
+        self.min_p = min_p
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.min_p > 0:
+            probs = probs.masked_fill(probs < self.min_p * probs.max(dim=-1, keepdim=True).values, 0.0)
         if self.top_p < 1.0:
             sorted_probs, order = probs.sort(dim=-1, descending=True)
             outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
@@ -157,6 +170,22 @@ class _SeededSampler:
         return picked.scatter(-1, choice, 0.0)
 
 
+class _EntropyRecorder:
+    """A logits processor that leaves the scores alone and records, per step and row, the entropy of the model's
+    distribution over its top-k tokens (`token_entropy`, as vLLM's top-k logprobs give it)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.steps: list[list[float]] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        top = torch.log_softmax(scores.float(), dim=-1).topk(self.k, dim=-1).values
+        self.steps.append((-(top.exp() * top).sum(dim=-1)).tolist())
+        return scores
+
+
 class _FinishTracker:
     """A stopping criterion that records, per row, why and after how many new tokens the row finished.
 
@@ -165,9 +194,16 @@ class _FinishTracker:
     """
 
     def __init__(
-        self, tokenizer: Any, prompt_width: int, limits: list[int], stops: tuple[str, ...], eos_ids: list[int]
+        self,
+        tokenizer: Any,
+        prompt_width: int,
+        limits: list[int],
+        stops: tuple[str, ...],
+        eos_ids: list[int],
+        skip_special_tokens: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
         self.prompt_width = prompt_width
         self.limits = limits
         self.stops = stops
@@ -189,7 +225,11 @@ class _FinishTracker:
                 searching.append(row)
         if searching:
             tails = input_ids[searching, max(self.prompt_width, input_ids.shape[1] - self.tail) :].tolist()
-            for row, text in zip(searching, self.tokenizer.batch_decode(tails, skip_special_tokens=True), strict=True):
+            for row, text in zip(
+                searching,
+                self.tokenizer.batch_decode(tails, skip_special_tokens=self.skip_special_tokens),
+                strict=True,
+            ):
                 if any(stop in text for stop in self.stops):
                     self.finished[row] = ("stop", count)
         for row in rows:

@@ -15,7 +15,7 @@ from typing import Any
 
 from numina_kit.errors import InputError
 from numina_kit.models import devices
-from numina_kit.models.base import Completion, SamplingParams
+from numina_kit.models.base import Completion, SamplingParams, token_entropy
 from numina_kit.models.checkpoint import (
     DEFAULT_MAX_MODEL_LEN,
     checkpoint_quantization,
@@ -77,17 +77,7 @@ class VLLMGenerator:
             raise InputError(f"a prompt of {longest} tokens is longer than the {self.max_model_len}-token context")
         # Unseeded requests share the engine's generator, which vLLM samples faster than per-request ones.
         seeds = [None if params.seed is None else params.seed + index for index in range(len(prompts))]
-        requests = [
-            self._vllm.SamplingParams(
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_new_tokens,
-                stop=list(params.stop),
-                include_stop_str_in_output=True,
-                seed=seed,
-            )
-            for seed in seeds
-        ]
+        requests = [sampling_params(self._vllm, params, seed=seed) for seed in seeds]
         outputs = self.llm.generate(prompts, requests, use_tqdm=False)
         return [
             to_completion(
@@ -96,6 +86,8 @@ class VLLMGenerator:
                 o.outputs[0].finish_reason,
                 o.outputs[0].stop_reason,
                 len(o.prompt_token_ids or []),
+                o.outputs[0].logprobs,
+                params.logprobs,
             )
             for o in outputs
         ]
@@ -113,17 +105,50 @@ def start_args(model_path: str | Path, *, quantization: str | None = "auto", **o
     return args
 
 
+def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
+    """vLLM's `SamplingParams` for ours: stop strings kept in the text, as the `Generator` interface says; `extra`
+    adds or replaces arguments (a per-prompt `seed`, an `output_kind`)."""
+    arguments = dict(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        min_p=params.min_p,
+        max_tokens=params.max_new_tokens,
+        stop=list(params.stop),
+        include_stop_str_in_output=True,
+        skip_special_tokens=params.skip_special_tokens,
+        logprobs=params.logprobs,
+        seed=params.seed,
+    )
+    return vllm.SamplingParams(**arguments | extra)
+
+
 def to_completion(
-    text: str, token_ids: Any, finish_reason: str | None, stop_reason: object, prompt_tokens: int
+    text: str,
+    token_ids: Any,
+    finish_reason: str | None,
+    stop_reason: object,
+    prompt_tokens: int,
+    logprobs: Any = None,
+    top_k: int | None = None,
 ) -> Completion:
-    """A `Completion` from what vLLM reports for one sequence: its text, tokens, and why it finished."""
+    """A `Completion` from what vLLM reports for one sequence: its text, tokens, why it finished, and (when top-k
+    logprobs were asked for) each token's entropy."""
     if finish_reason not in ("stop", "length"):
         # e.g. "abort": the text is cut short, which callers must treat like running out of tokens.
         logger.warning("vLLM finished a request with %r; reporting it as 'length'", finish_reason)
     tokens = list(token_ids)
     stop = stop_reason if isinstance(stop_reason, str) else None
     finish = "stop" if finish_reason == "stop" else "length"
-    return Completion(text, finish, stop, len(tokens), prompt_tokens, {"token_ids": tokens})
+    extra: dict[str, Any] = {"token_ids": tokens}
+    if logprobs:
+        extra["entropies"] = entropies(logprobs, top_k)
+    return Completion(text, finish, stop, len(tokens), prompt_tokens, extra)
+
+
+def entropies(logprobs: Any, k: int | None) -> list[float]:
+    """Per-token entropies from vLLM's logprobs (one {token id: Logprob} per position: the top k, plus the sampled
+    token when it is not among them), over the k most likely tokens of each position."""
+    return [token_entropy(sorted((e.logprob for e in position.values()), reverse=True)[:k]) for position in logprobs]
 
 
 def vllm_installed() -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.models.streaming import Progress, generate_all, shared_event_loop
-from numina_kit.models.vllm import prepare_start, start_args, to_completion
+from numina_kit.models.vllm import prepare_start, sampling_params, start_args, to_completion
 
 
 logger = logging.getLogger(__name__)
@@ -77,26 +77,21 @@ class AsyncVLLMGenerator:
         """One request, streamed; cancelling the awaiting task aborts it in the engine (vLLM's `generate` does)."""
         if asyncio.get_running_loop() is not self.loop.loop:
             raise RuntimeError("AsyncVLLMGenerator runs on numina_kit.models.streaming.shared_event_loop() only")
-        sampling = self._vllm.SamplingParams(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop),
-            include_stop_str_in_output=True,
-            seed=params.seed,
-            output_kind=self._delta,
-        )
-        text, tokens, prompt_tokens, last = "", [], 0, None
+        sampling = sampling_params(self._vllm, params, output_kind=self._delta)
+        text, tokens, logprobs, prompt_tokens, last = "", [], [], 0, None
         async for output in self.engine.generate(prompt, sampling, request_id):
             last = output.outputs[0]
             text += last.text
             tokens += last.token_ids
+            logprobs += last.logprobs or []
             prompt_tokens = len(output.prompt_token_ids or []) or prompt_tokens
             if on_progress is not None:
                 on_progress(text, len(tokens))
         if last is None:
             raise RuntimeError(f"vLLM returned no output for request {request_id}")
-        return to_completion(text, tokens, last.finish_reason, last.stop_reason, prompt_tokens)
+        return to_completion(
+            text, tokens, last.finish_reason, last.stop_reason, prompt_tokens, logprobs, params.logprobs
+        )
 
     def close(self) -> None:
         """Shut the engine down (its core process and the KV cache it holds)."""

@@ -6,19 +6,23 @@ candidate) drive candidates through exactly these functions, so they differ only
 import json
 import logging
 import re
+import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
-from numina_kit.answers import GENERAL, competition_rule, extract_answer, is_equivalent, to_competition_answer
-from numina_kit.models.base import Completion
-from numina_kit.prompts import OUTPUT_START, STOP, last_code_block, render_output
+from numina_kit.answers import GENERAL, competition_rule, is_equivalent, to_competition_answer
+from numina_kit.errors import InputError
+from numina_kit.models.base import Completion, SamplingParams
+from numina_kit.protocols import ToolProtocol, Turn, detect_protocol, make_protocol, tokenizer_of
 from numina_kit.sandbox.pool import ExecResult, Sandbox
 from numina_kit.sctir.config import SCTIRConfig
 from numina_kit.sctir.voting import is_decided, majority_vote
 
 
 logger = logging.getLogger(__name__)
+
+TAIL_TOKENS = 256  # the tail whose entropy `Candidate.tail_entropy` reports
 
 
 class CandidateStatus(Enum):
@@ -45,48 +49,72 @@ class Candidate:
     restarts: int = 0
     finished_round: int | None = None
     last_output: str | None = None
+    # confidence evidence (with SCTIRConfig.logprobs): token entropies over the top-k logprobs, in nats
+    entropy_sum: float = 0.0
+    entropy_tokens: int = 0
+    tail_entropies: list[float] = field(default_factory=list)  # the last TAIL_TOKENS tokens' entropies
 
     @property
     def voted(self) -> bool:
         return self.status is CandidateStatus.ANSWERED and self.answer is not None
 
+    @property
+    def mean_entropy(self) -> float | None:
+        """The mean token entropy of everything the candidate generated (restarts included); None without logprobs."""
+        return self.entropy_sum / self.entropy_tokens if self.entropy_tokens else None
+
+    @property
+    def tail_entropy(self) -> float | None:
+        """The median token entropy of the last `TAIL_TOKENS` tokens (where the answer is written); None without
+        logprobs. AIMO-3's second place weighted votes by its inverse (the "vote-led score")."""
+        return statistics.median(self.tail_entropies) if self.tail_entropies else None
+
+    def note_entropies(self, entropies: list[float] | None) -> None:
+        """Add the entropies of a completion's tokens (`Completion.extra["entropies"]`)."""
+        if entropies:
+            self.entropy_sum += sum(entropies)
+            self.entropy_tokens += len(entropies)
+            self.tail_entropies = (self.tail_entropies + list(entropies))[-TAIL_TOKENS:]
+
 
 def advance(
     candidate: Candidate,
     completion: Completion,
-    result: ExecResult | None,
+    turn: Turn,
+    results: list[ExecResult] | None,
     *,
     config: SCTIRConfig,
+    protocol: ToolProtocol,
     round_: int,
     count_tokens: Callable[[str], int],
 ) -> None:
-    """Move a running candidate on by one round, given its new completion and the result of its code (if run).
-
-    `result` is None when no code was run for it: on the last round, or when the completion did not stop at an
-    output block. The order of the checks is Numina's `process_code`.
+    """Move a running candidate on by one round, given its new completion, what the protocol read in it (`turn`,
+    from `read_turn`) and the results of its tool calls (None when none were run: on the last round, or when the
+    turn made no call). For ToRA the order of the checks is Numina's `process_code`.
     """
     text = candidate.text + completion.text
     new_tokens = completion.num_tokens or count_tokens(completion.text)
     candidate.text, candidate.tokens = text, candidate.tokens + new_tokens
     candidate.generated_tokens += new_tokens
+    candidate.note_entropies(completion.extra.get("entropies") if isinstance(completion.extra, dict) else None)
     final = round_ == config.max_rounds - 1
-    # no closed code block anywhere: a pure-prose answer is not trusted (Numina never accepts one)
-    if last_code_block(text) is None:
+    # a protocol whose answers must follow code (ToRA): with no complete call anywhere a prose answer is not trusted
+    if protocol.requires_code and not protocol.wrote_code(text):
         return _fail(candidate, "no code", round_, restart=config.restart_on_fail and not final)
-    # stopped at an output block: append the code's output and keep going, if a round is left to read it
-    if text.endswith(STOP):
-        if result is None:
+    # the turn ended at tool calls: append their results (and the next turn's prompt), if a round is left to read it
+    if turn.calls:
+        if results is None:
             return finish(candidate, CandidateStatus.PRUNED, round_, reason="out of rounds")
-        output = render_output(result.output)
-        candidate.text += output
-        candidate.tokens += count_tokens(output)
-        candidate.code_runs += 1
-        candidate.last_output = result.output
+        appended = protocol.render_results(turn, [result.output for result in results])
+        candidate.text += appended
+        candidate.tokens += count_tokens(appended)
+        candidate.code_runs += sum(call.error is None for call in turn.calls)
+        candidate.last_output = results[-1].output
         return None
-    # a final answer: freeze the candidate on it (an answer before any code output is a hallucinated result)
-    raw = extract_answer(completion.text)
+    # a final answer: freeze the candidate on it (under ToRA, an answer before any code output is made up)
+    raw = protocol.extract_answer(turn.final) if turn.final is not None else None
     if raw is not None:
-        if OUTPUT_START not in text:
+        if protocol.requires_code and not protocol.ran_code(text):
             return finish(candidate, CandidateStatus.PRUNED, round_, reason="answer without code output")
         candidate.raw_answer = raw
         candidate.answer = to_competition_answer(raw, config.competition)
@@ -97,8 +125,58 @@ def advance(
             round_,
             reason="" if candidate.answer is not None else "invalid answer",
         )
-    # neither code to run nor an answer (EOS or the token limit): start over, or give up
+    # cut off by the token limit: the next request goes on from here, if the protocol allows and a round is left
+    if turn.cut_off and protocol.resume_cut_off and not final:
+        return None
+    # neither a call nor an answer (the model stopped, or ran out of tokens): start over, or give up
     return _fail(candidate, "no answer", round_, restart=config.restart_on_fail and not final)
+
+
+def resolve_protocol(config: SCTIRConfig, generator: object) -> SCTIRConfig:
+    """`config` with protocol "auto" replaced by the one the generator's tokenizer speaks (which also sets
+    `executor.stateful`); any other config as it is."""
+    if config.protocol.name != "auto":
+        return config
+    name = detect_protocol(tokenizer_of(generator))
+    logger.info("protocol 'auto' chose %s", name)
+    return replace(config, protocol=replace(config.protocol, name=name))
+
+
+def start_protocol(config: SCTIRConfig, generator: object, executor: object) -> ToolProtocol:
+    """The protocol of one solve, built for the generator's tokenizer; `InputError` when its python tool keeps
+    variables across calls but the sandbox does not (the model would lose them without being told)."""
+    protocol = make_protocol(config.protocol, tokenizer_of(generator))
+    sandbox_config = getattr(executor, "config", None)
+    if config.execute_code and protocol.stateful and getattr(sandbox_config, "stateful", True) is False:
+        raise InputError(
+            f"protocol {protocol.name!r} keeps variables across tool calls: open the sandbox with "
+            "ExecutorConfig(stateful=True) (SCTIRConfig sets it when the protocol is named, not 'auto')"
+        )
+    return protocol
+
+
+def read_turn(protocol: ToolProtocol, candidate: Candidate, completion: Completion, round_: int) -> Turn | None:
+    """What `completion` ended with for `candidate`, or None (after pruning it) when the text trips the parser."""
+    try:
+        return protocol.parse(candidate.text, completion.text, completion.finish_reason)
+    except Exception as error:  # a text that trips the parser costs one candidate, not the problem
+        logger.exception("could not read candidate %d's completion", candidate.index)
+        finish(candidate, CandidateStatus.PRUNED, round_, reason=f"harness error: {type(error).__name__}")
+        return None
+
+
+def sampling(config: SCTIRConfig, protocol: ToolProtocol, *, seed: int | None) -> SamplingParams:
+    """One request's sampling settings: the config's, with the protocol's stop strings and special-token rule."""
+    return SamplingParams(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        min_p=config.min_p,
+        max_new_tokens=config.max_new_tokens,
+        stop=protocol.stop,
+        skip_special_tokens=protocol.skip_special_tokens,
+        logprobs=config.logprobs,
+        seed=seed,
+    )
 
 
 def _fail(candidate: Candidate, reason: str, round_: int, *, restart: bool) -> None:

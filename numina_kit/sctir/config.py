@@ -1,11 +1,13 @@
 """`SCTIRConfig`: every setting of one SC-TIR run, read from code or YAML, checked with one-line errors."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from numina_kit.answers import competition_rule
 from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.errors import InputError
+from numina_kit.protocols import ProtocolConfig
 from numina_kit.sandbox.pool import ExecutorConfig
 from numina_kit.sctir.voting import ConsistencyRule
 
@@ -33,9 +35,25 @@ class SCTIRConfig:
     engine: str = "auto"  # "sync": Numina's rounds (loop.py); "async": one pipeline per candidate (engine.py)
     stop_when_decided: bool = False  # stop once no remaining candidate could change the vote's winner
     stream_answers: bool = False  # async engine: end a request at the first complete \boxed{} it streams
+    # The model's tool-call format (numina_kit.protocols): a name or {name: ..., options}; it decides whether the
+    # sandbox keeps one interpreter per candidate (`executor.stateful` is set from it).
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    min_p: float = 0.0
+    logprobs: int | None = None  # keep each token's top-k logprobs as entropies: confidence evidence for the vote
+    vllm_args: dict[str, Any] = field(default_factory=dict)  # vLLM engine arguments the notebook loads the model with
 
     def __post_init__(self) -> None:
         competition_rule(self.competition)  # InputError for an unknown name
+        self.protocol = ProtocolConfig.from_value(self.protocol, source="SCTIRConfig.protocol")
+        stateful = self.protocol.stateful_default
+        if stateful is not None and stateful != self.executor.stateful:
+            self.executor = replace(self.executor, stateful=stateful)
+        if self.stream_answers and self.protocol.name != "tora":
+            raise InputError("SCTIRConfig.stream_answers reads ToRA's fences: it needs protocol 'tora'")
+        if not isinstance(self.vllm_args, dict):
+            raise InputError(
+                f"SCTIRConfig.vllm_args must be a mapping of vLLM engine arguments, got {self.vllm_args!r}"
+            )
         for name in ("num_candidates", "max_rounds", "max_new_tokens", "max_context_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"SCTIRConfig.{name} must be a positive integer, got {getattr(self, name)!r}")

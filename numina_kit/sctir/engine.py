@@ -28,9 +28,9 @@ import time
 import uuid
 from collections.abc import Callable
 
-from numina_kit.models.base import Completion, Generator, SamplingParams
+from numina_kit.models.base import Completion, Generator
 from numina_kit.models.streaming import BatchingGenerator, StreamingGenerator, is_streaming, shared_event_loop
-from numina_kit.prompts import STOP, last_code_block, render_prompt
+from numina_kit.protocols import Turn
 from numina_kit.sandbox.pool import ExecResult, Sandbox
 from numina_kit.sctir.candidates import (
     Candidate,
@@ -41,7 +41,11 @@ from numina_kit.sctir.candidates import (
     conclude,
     finish,
     forget,
+    read_turn,
+    resolve_protocol,
     running,
+    sampling,
+    start_protocol,
     stop,
 )
 from numina_kit.sctir.config import SCTIRConfig
@@ -68,6 +72,7 @@ def solve_in_pipelines(
     """
     if not is_streaming(generator):
         generator = BatchingGenerator(generator)
+    config = resolve_protocol(config, generator)
     if executor is None:
         with Sandbox(config.executor) as sandbox:
             return solve_in_pipelines(problem, generator, config, executor=sandbox, deadline=deadline, clock=clock)
@@ -108,7 +113,8 @@ class _Run:
     ) -> None:
         self.generator, self.config, self.executor = generator, config, executor
         self.deadline, self.clock = deadline, clock
-        self.prompt = render_prompt(problem)
+        self.protocol = start_protocol(config, generator, executor)
+        self.prompt = self.protocol.render_prompt(problem)
         self.prompt_tokens = generator.count_tokens(self.prompt)
         self.candidates = [Candidate(index=i) for i in range(config.num_candidates)]
         self.run_id = uuid.uuid4().hex[:12]
@@ -165,17 +171,28 @@ class _Run:
                 completion = await self.generate(c, round_)
                 if completion is None:
                     break
-                code = None
-                if round_ < self.config.max_rounds - 1 and completion.text.endswith(STOP):
-                    code = last_code_block(c.text + completion.text)
+                turn = read_turn(self.protocol, c, completion, round_)
+                if turn is None:
+                    break
                 try:
-                    result = None if code is None else await self.execute(c, code)
+                    results = None
+                    if turn.calls and round_ < self.config.max_rounds - 1:
+                        results = await self.execute(c, turn)
                 except asyncio.CancelledError:  # stopped while its code ran: keep the code it wrote
                     keep_text(c, completion.text, completion.num_tokens or self.count_tokens(completion.text))
                     raise
                 restarts = c.restarts
                 try:
-                    advance(c, completion, result, config=self.config, round_=round_, count_tokens=self.count_tokens)
+                    advance(
+                        c,
+                        completion,
+                        turn,
+                        results,
+                        config=self.config,
+                        protocol=self.protocol,
+                        round_=round_,
+                        count_tokens=self.count_tokens,
+                    )
                 except Exception as error:  # a text that trips the answer parser costs one candidate
                     logger.exception("could not advance candidate %d", c.index)
                     finish(c, CandidateStatus.PRUNED, round_, reason=f"harness error: {type(error).__name__}")
@@ -200,13 +217,9 @@ class _Run:
         if self.past_deadline():
             raise asyncio.CancelledError
         config = self.config
-        params = SamplingParams(
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            stop=(STOP,),
-            # as the sync loop's prompt i of round r when every candidate is still running: seed + r * P + i
-            seed=None if config.seed is None else config.seed + 1_000_003 * round_ + c.index,
+        # as the sync loop's prompt i of round r when every candidate is still running: seed + r * P + i
+        params = sampling(
+            config, self.protocol, seed=None if config.seed is None else config.seed + 1_000_003 * round_ + c.index
         )
         streamed = RequestProgress(c, self.past_deadline, stop_at_answer=config.stream_answers)
         self.solution.prompt_tokens += self.prompt_tokens + c.tokens
@@ -239,7 +252,14 @@ class _Run:
             return None
         return completion
 
-    async def execute(self, c: Candidate, code: str) -> ExecResult:
+    async def execute(self, c: Candidate, turn: Turn) -> list[ExecResult]:
+        """Run a turn's calls in order in the candidate's interpreter (`call_results`)."""
+        results = []
+        for call in turn.calls:  # a call that could not be read gets its error as the output
+            results.append(ExecResult("error", call.error, 0.0) if call.error else await self.run(c, call.code))
+        return results
+
+    async def run(self, c: Candidate, code: str) -> ExecResult:
         """Run one block in a sandbox thread; a sandbox failure becomes an error output."""
         if self.past_deadline():
             raise asyncio.CancelledError

@@ -27,9 +27,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from numina_kit.models.base import Generator, SamplingParams
+from numina_kit.models.base import Generator
 from numina_kit.models.streaming import is_streaming
-from numina_kit.prompts import STOP, last_code_block, render_prompt
+from numina_kit.protocols import Turn
 from numina_kit.sandbox.pool import ExecResult, Sandbox
 from numina_kit.sctir.candidates import (
     Candidate,
@@ -40,7 +40,11 @@ from numina_kit.sctir.candidates import (
     conclude,
     finish,
     forget,
+    read_turn,
+    resolve_protocol,
     running,
+    sampling,
+    start_protocol,
     stop,
 )
 from numina_kit.sctir.config import SCTIRConfig
@@ -76,14 +80,16 @@ def solve(
         prompts: one prompt per candidate instead of `render_prompt(problem)` for all (JiuZhang data synthesis runs
             one candidate per request in one batch; the vote is then not meaningful); always the rounds below.
     """
+    config = resolve_protocol(config, generator)
     if prompts is None and (config.engine == "async" or (config.engine == "auto" and is_streaming(generator))):
         return solve_in_pipelines(problem, generator, config, executor=executor, deadline=deadline, clock=clock)
     if executor is None:
         with Sandbox(config.executor) as sandbox:
             return solve(problem, generator, config, executor=sandbox, deadline=deadline, clock=clock, prompts=prompts)
     start = clock()
-    # 1) one prompt, copied into every candidate
-    prompts = list(prompts) if prompts is not None else [render_prompt(problem)] * config.num_candidates
+    # 1) one prompt, copied into every candidate, in the model's format (or one given prompt per candidate)
+    protocol = start_protocol(config, generator, executor)
+    prompts = list(prompts) if prompts is not None else [protocol.render_prompt(problem)] * config.num_candidates
     count = generator.count_tokens
     sizes = {prompt: count(prompt) for prompt in set(prompts)}
     prompt_tokens = [sizes[prompt] for prompt in prompts]
@@ -104,13 +110,7 @@ def solve(
             solution.stop_reason = "deadline"
             break
         # 2) one batched generation over the running candidates
-        params = SamplingParams(
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            stop=(STOP,),
-            seed=None if config.seed is None else config.seed + 1_000_003 * round_,
-        )
+        params = sampling(config, protocol, seed=None if config.seed is None else config.seed + 1_000_003 * round_)
         solution.prompt_tokens += sum(prompt_tokens[c.index] + c.tokens for c in live)
         tick = clock()
         try:
@@ -127,27 +127,31 @@ def solve(
         solution.rounds = round_ + 1
         batch = []
         for c, completion in zip(live, completions, strict=True):
-            if isinstance(getattr(completion, "text", None), str):
-                batch.append((c, completion))
-            else:  # a backend bug costs its candidate, not the problem
+            if not isinstance(getattr(completion, "text", None), str):  # a backend bug costs its candidate
                 finish(c, CandidateStatus.PRUNED, round_, reason="invalid completion")
-        # 3) the last code block of every candidate that stopped at an output block, in one sandbox call
+            elif (turn := read_turn(protocol, c, completion, round_)) is not None:
+                batch.append((c, completion, turn))
+        # 3) the tool calls of every candidate whose turn ended at them (ToRA: the last code block before the
+        # output fence), in as few sandbox calls as possible
         final = round_ == config.max_rounds - 1
-        pending = {
-            i: code
-            for i, (c, completion) in enumerate(batch)
-            if not final
-            and completion.text.endswith(STOP)
-            and (code := last_code_block(c.text + completion.text)) is not None
-        }
+        pending = {i: turn for i, (_, _, turn) in enumerate(batch) if turn.calls and not final}
         tick = clock()
-        results = _run_codes(executor, pending, [keys[batch[i][0].index] for i in pending], config)
+        results = _run_calls(executor, pending, {i: keys[batch[i][0].index] for i in pending}, config)
         solution.execution_s += clock() - tick
-        # 4) advance every candidate on its completion and code result
-        for i, (c, completion) in enumerate(batch):
+        # 4) advance every candidate on its completion and the results of its calls
+        for i, (c, completion, turn) in enumerate(batch):
             restarts = c.restarts
             try:
-                advance(c, completion, results.get(i), config=config, round_=round_, count_tokens=count)
+                advance(
+                    c,
+                    completion,
+                    turn,
+                    results.get(i),
+                    config=config,
+                    protocol=protocol,
+                    round_=round_,
+                    count_tokens=count,
+                )
             except Exception as error:  # a text that trips the answer parser costs one candidate, not the problem
                 logger.exception("could not advance candidate %d", c.index)
                 finish(c, CandidateStatus.PRUNED, round_, reason=f"harness error: {type(error).__name__}")
@@ -168,19 +172,40 @@ def solve(
     return solution
 
 
-def _run_codes(executor: Sandbox, pending: dict[int, str], keys: list[str], config: SCTIRConfig) -> dict:
-    """Results by position in the round; a sandbox failure becomes an error output instead of an exception."""
+def _run_calls(executor: Sandbox, pending: dict[int, Turn], keys: dict[int, str], config: SCTIRConfig) -> dict:
+    """Results by position in the round, a list per turn; a sandbox failure becomes an error output instead of an
+    exception. The k-th calls of all turns go in one `run_many` (different candidates, so in parallel); a turn's
+    calls run in order, each in its candidate's interpreter."""
     if not pending:
         return {}
     if not config.execute_code:
-        return {i: ExecResult(status="ok", output="", duration_s=0.0) for i in pending}
-    try:
-        results = executor.run_many(list(pending.values()), keys=keys)
-        if len(results) != len(pending):
-            raise RuntimeError(f"sandbox returned {len(results)} results for {len(pending)} programs")
-    except Exception as error:
-        logger.exception("sandbox failed on %d programs", len(pending))
-        results = [ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)] * len(
-            pending
+        return {
+            i: [ExecResult(status="ok", output="", duration_s=0.0) for _ in turn.calls] for i, turn in pending.items()
+        }
+    results: dict[int, list[ExecResult]] = {i: [] for i in pending}
+    for k in range(max(len(turn.calls) for turn in pending.values())):
+        wave = {i: turn.calls[k] for i, turn in pending.items() if k < len(turn.calls)}
+        runnable = [i for i, call in wave.items() if call.error is None]
+        outputs = dict(
+            zip(
+                runnable,
+                _run_many(executor, [wave[i].code for i in runnable], [keys[i] for i in runnable]),
+                strict=True,
+            )
         )
-    return dict(zip(pending, results, strict=True))
+        for i, call in wave.items():
+            results[i].append(outputs[i] if i in outputs else ExecResult("error", call.error, 0.0))
+    return results
+
+
+def _run_many(executor: Sandbox, codes: list[str], keys: list[str]) -> list[ExecResult]:
+    if not codes:
+        return []
+    try:
+        results = executor.run_many(codes, keys=keys)
+        if len(results) != len(codes):
+            raise RuntimeError(f"sandbox returned {len(results)} results for {len(codes)} programs")
+        return results
+    except Exception as error:
+        logger.exception("sandbox failed on %d programs", len(codes))
+        return [ExecResult(status="error", output=f"{type(error).__name__}: {error}", duration_s=0.0)] * len(codes)

@@ -5,7 +5,7 @@ import asyncio
 from collections.abc import Callable
 
 from numina_kit.answers.extract import extract_boxed
-from numina_kit.prompts import OUTPUT_START
+from numina_kit.protocols.tora import OUTPUT_START
 from numina_kit.sctir.candidates import Candidate
 
 

@@ -28,7 +28,7 @@ from numina_kit.data.teacher import HTTPTeacher, TeacherConfig, TeacherError
 from numina_kit.data.toy import ScriptedTeacher, make_corpus
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, SamplingParams
-from numina_kit.prompts import OUTPUT_START, STOP
+from numina_kit.protocols.tora import OUTPUT_START, STOP
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.testing import OpenAIServer, Reply
 

@@ -9,7 +9,7 @@ from numina_kit.answers.extract import extract_answer
 from numina_kit.data.jsonl import write_jsonl
 from numina_kit.data.problems import SYNTHETIC_KINDS, load_problems, synthetic_problems, to_messages
 from numina_kit.errors import InputError
-from numina_kit.prompts import CHAT_TEMPLATE, extract_code_blocks, render_example, render_prompt
+from numina_kit.protocols.tora import CHAT_TEMPLATE, extract_code_blocks, render_example, render_prompt
 
 
 COT_ROW = {

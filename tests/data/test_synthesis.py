@@ -28,7 +28,7 @@ from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, attempt_seed
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig, TeacherError
 from numina_kit.errors import InputError
 from numina_kit.models.base import Completion, SamplingParams
-from numina_kit.prompts import render_messages
+from numina_kit.protocols.tora import render_messages
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.testing import TIR_KINDS, OpenAIServer, Reply, TIRModel, make_tir_problem
 

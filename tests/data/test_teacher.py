@@ -11,7 +11,7 @@ import pytest
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig, TeacherError, prompt_to_messages
 from numina_kit.errors import InputError
 from numina_kit.models.base import SamplingParams
-from numina_kit.prompts import STOP, render_output, render_prompt
+from numina_kit.protocols.tora import STOP, render_output, render_prompt
 from numina_kit.testing import OpenAIServer, Reply, completion_reply, sequence
 
 

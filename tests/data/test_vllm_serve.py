@@ -21,7 +21,7 @@ import pytest
 from numina_kit.data.teacher import HTTPTeacher, TeacherConfig
 from numina_kit.models.base import SamplingParams
 from numina_kit.models.demo import save_demo_model
-from numina_kit.prompts import STOP
+from numina_kit.protocols.tora import STOP
 from numina_kit.testing import VLLM_MISSING, VLLMServer
 
 

@@ -17,7 +17,7 @@ from numina_kit.errors import InputError
 from numina_kit.eval.evaluate import evaluate
 from numina_kit.eval.report import write_report
 from numina_kit.models.base import Completion, SamplingParams
-from numina_kit.prompts import STOP
+from numina_kit.protocols.tora import STOP
 from numina_kit.sctir.loop import SCTIRConfig
 
 

@@ -211,7 +211,7 @@ def test_context_limit_defaults_to_the_model(tiny_model, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from numina_kit.models.demo import save_demo_model
-    from numina_kit.prompts import render_example
+    from numina_kit.protocols.tora import render_example
 
     texts = [
         render_example(

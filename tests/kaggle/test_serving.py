@@ -252,7 +252,7 @@ class ScriptedGenerator:
 
     def generate(self, prompts, params):
         from numina_kit.models.base import Completion
-        from numina_kit.prompts import CODE_START, OUTPUT_START
+        from numina_kit.protocols.tora import CODE_START, OUTPUT_START
 
         if self.fail is not None:
             raise self.fail

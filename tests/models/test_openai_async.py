@@ -16,7 +16,7 @@ import pytest
 
 from numina_kit.data.teacher import TeacherConfig
 from numina_kit.models.base import SamplingParams
-from numina_kit.prompts import STOP, render_prompt
+from numina_kit.protocols.tora import STOP, render_prompt
 
 
 pytest.importorskip("httpx")

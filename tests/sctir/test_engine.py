@@ -18,7 +18,7 @@ import pytest
 
 from numina_kit.answers import COMPETITIONS
 from numina_kit.errors import InputError
-from numina_kit.prompts import STOP, render_prompt
+from numina_kit.protocols.tora import STOP, render_prompt
 from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox
 from numina_kit.sctir.engine import solve_async
 from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve

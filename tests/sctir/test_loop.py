@@ -14,7 +14,7 @@ import pytest
 
 from numina_kit.answers import COMPETITIONS
 from numina_kit.errors import InputError
-from numina_kit.prompts import STOP, render_prompt
+from numina_kit.protocols.tora import STOP, render_prompt
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, Solution, solve
 from numina_kit.sctir.voting import ConsistencyRule

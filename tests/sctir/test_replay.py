@@ -19,7 +19,7 @@ import pytest
 
 from numina_kit.answers.extract import extract_answer
 from numina_kit.models.base import Completion, SamplingParams
-from numina_kit.prompts import OUTPUT_END, STOP, render_prompt
+from numina_kit.protocols.tora import OUTPUT_END, STOP, render_prompt
 from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
 from numina_kit.sctir.loop import CandidateStatus, SCTIRConfig, solve
 

@@ -20,7 +20,7 @@ import sft  # noqa: E402
 
 from numina_kit.data.problems import synthetic_problems  # noqa: E402
 from numina_kit.errors import InputError  # noqa: E402
-from numina_kit.prompts import CHAT_TEMPLATE, render_messages  # noqa: E402
+from numina_kit.protocols.tora import CHAT_TEMPLATE, render_messages  # noqa: E402
 
 
 MAX_LENGTH = 64
@@ -30,7 +30,7 @@ MAX_LENGTH = 64
 def tiny(one_torch_thread):
     """A tokenizer trained on a few synthetic solutions and a one-layer model for it."""
     from numina_kit.models.demo import build_model, train_tokenizer
-    from numina_kit.prompts import render_example
+    from numina_kit.protocols.tora import render_example
 
     problems = synthetic_problems(8, seed=3)
     tokenizer = train_tokenizer([render_example(p.problem, p.solution, "<eos>") for p in problems], vocab_size=300)

@@ -19,7 +19,7 @@ import kto  # noqa: E402
 import kto_sample  # noqa: E402
 
 from numina_kit.errors import InputError  # noqa: E402
-from numina_kit.prompts import STOP, render_prompt  # noqa: E402
+from numina_kit.protocols.tora import STOP, render_prompt  # noqa: E402
 from numina_kit.testing import ScriptedGenerator  # noqa: E402
 
 

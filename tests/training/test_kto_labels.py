@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from numina_kit.prompts import STOP
+from numina_kit.protocols.tora import STOP
 from numina_kit.sandbox.pool import ExecResult
 from numina_kit.testing import ScriptedGenerator
 

@@ -16,7 +16,7 @@ from numina_kit.models.base import SamplingParams
 from numina_kit.models.demo import save_demo_model
 from numina_kit.models.hf import HFGenerator
 from numina_kit.models.load import checkpoint_quantization, load_generator
-from numina_kit.prompts import render_example
+from numina_kit.protocols.tora import render_example
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "training" / "quantize.py"

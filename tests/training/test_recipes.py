@@ -22,7 +22,7 @@ import kto  # noqa: E402
 import kto_sample  # noqa: E402
 import sft  # noqa: E402
 
-from numina_kit.prompts import CHAT_TEMPLATE  # noqa: E402
+from numina_kit.protocols.tora import CHAT_TEMPLATE  # noqa: E402
 
 
 TRAINING_RECIPES = [p for folder in ("deepseek-math-7b", "tiny") for p in sorted((RECIPES / folder).glob("*.yaml"))]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(TRAINING))
 import kto  # noqa: E402
 import sft  # noqa: E402
 
-from numina_kit.prompts import CHAT_TEMPLATE, render_prompt  # noqa: E402
+from numina_kit.protocols.tora import CHAT_TEMPLATE, render_prompt  # noqa: E402
 
 
 pytestmark = pytest.mark.slow
@@ -195,7 +195,7 @@ def test_sft_on_one_local_file_with_eval_switched_on_trains_without_eval(tmp_pat
     """Stage 2 evaluates every epoch on a `test` split; a single JSONL (generate_tir's output) has only `train`."""
     from numina_kit.data.jsonl import write_jsonl
     from numina_kit.data.problems import synthetic_problems
-    from numina_kit.prompts import render_messages
+    from numina_kit.protocols.tora import render_messages
 
     rows = [
         {"problem": p.problem, "solution": p.solution, "messages": render_messages(p.problem, p.solution)}

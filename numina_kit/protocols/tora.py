@@ -1,7 +1,8 @@
-"""The text format of NuminaMath-7B-TIR, in one place: chat template, code and output fences, stop string.
+"""The Numina/ToRA protocol: NuminaMath-7B-TIR's text format (chat template, code and output fences, stop string).
 
 Training renders examples with `CHAT_TEMPLATE` and inference builds prompts with `render_prompt`, so the two cannot
-drift apart. The format is ToRA's, as NuminaMath-TIR uses it:
+drift apart; `ToRA` is the same format as a `ToolProtocol`, the default of SC-TIR. The format is ToRA's, as
+NuminaMath-TIR uses it:
 
     ### Problem: {problem}
     ### Solution: {prose}
@@ -15,10 +16,13 @@ drift apart. The format is ToRA's, as NuminaMath-TIR uses it:
 
 Generation stops at `STOP` (the opening of an output block, kept in the text); the harness runs the last code block
 and appends `render_output(result)`, and the model continues from there. Unlike Numina's template, an assistant turn
-ends with the tokenizer's EOS so that a trained model learns to stop (numina.md §1, §7.8).
+ends with the tokenizer's EOS so that a trained model learns to stop. Every block runs alone in fresh globals, as
+ToRA's traces were made; an answer counts only after the model has seen code output.
 """
 
 import re
+
+from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn
 
 
 PROBLEM_PREFIX = "### Problem: "
@@ -72,3 +76,57 @@ def last_code_block(text: str) -> str | None:
     """The last closed ```python block, the one the harness runs after `STOP`; None when there is none."""
     blocks = extract_code_blocks(text)
     return blocks[-1] if blocks else None
+
+
+class FencedCode:
+    """ToRA's fences as a mixin of `ToolProtocol`s: stop at an output fence, run the last closed code block of the
+    attempt, append its output block. `missing_block`: the error shown when the fence follows no closed block (None:
+    no call at all, Numina's behaviour)."""
+
+    missing_block: str | None = None
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return (STOP,)
+
+    def parse(self, history: str, text: str, finish_reason: str) -> Turn:
+        if text.endswith(STOP):
+            code = last_code_block(history + text)
+            if code is not None:
+                return Turn(calls=(ToolCall(code),))
+            return Turn(calls=(ToolCall("", error=self.missing_block),) if self.missing_block else ())
+        return Turn(final=text, cut_off=finish_reason == "length")
+
+    def render_results(self, turn: Turn, outputs: list[str]) -> str:
+        return "".join(render_output(output) for output in outputs)
+
+    def ran_code(self, text: str) -> bool:
+        return OUTPUT_START in text
+
+
+class ToRA(FencedCode, ToolProtocol):
+    """NuminaMath-7B-TIR's format as a protocol: stop at an output fence, run the last code block, append its output.
+
+    `parse` and the checks keep Numina's loop byte for byte: a completion that stops at `STOP` runs the last closed
+    code block of the whole attempt; an answer is the last `\\boxed{}` (else an "answer is" phrase) of the new text,
+    and counts only when the attempt holds a code block and an output block; a cut-off turn is not resumed.
+    """
+
+    name = "tora"
+    stateful = False
+    requires_code = True
+    resume_cut_off = False
+    boxed_only = False
+
+    def __init__(self, *, eos_token: str = "", boxed_only: bool = False, stateful: bool = False) -> None:
+        self.eos_token, self.boxed_only, self.stateful = eos_token, boxed_only, stateful
+
+    def render_prompt(self, problem: str) -> str:
+        return render_prompt(problem)
+
+    @property
+    def end_of_turn(self) -> str:
+        return self.eos_token
+
+    def wrote_code(self, text: str) -> bool:
+        return last_code_block(text) is not None
