@@ -56,7 +56,8 @@ def test_a_finished_arm_is_reused(tmp_path):
 
 
 @pytest.mark.slow
-def test_toy_pipeline_runs_every_stage(tmp_path):
+def test_toy_pipeline_runs_every_stage(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "training"))  # the driver imports sft.py and friends as it goes
     jiuzhang_toy = toy_script()
     args = jiuzhang_toy.ToyArguments(
         workdir=str(tmp_path),

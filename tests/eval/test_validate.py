@@ -226,9 +226,11 @@ def test_the_demo_suite_splits_the_demo_problems_into_two_sets():
     assert sizes == {"remainders": 30, "counting": 20}
 
 
-def test_the_local_suite_reads_numinas_sets_from_shared_data(shared_data):
+def test_the_local_suite_reads_numinas_sets_from_local_copies(shared_data, tmp_path):
     local = read_suite(REPO / "configs" / "suites" / "local.yaml", extra_models=["models/m"])
-    with chdir(REPO):  # the suite names ../shared/data, beside the repository
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "eval").symlink_to(shared_data)  # the suite names data/eval/ under the working directory
+    with chdir(tmp_path):
         sizes = {s.name: len(load_set(s)) for s in local.sets}
     assert sizes == {"aime2022": 30, "aime2023": 30, "amc2022": 43, "math500": 100}
 
