@@ -25,7 +25,7 @@ from components import RECIPES, run_script
 from trl import TrlParser
 
 from numina_kit.answers import extract_answer, parse_integer
-from numina_kit.data.decontamination import DEFAULT_N, build_index
+from numina_kit.data.decontamination import DEFAULT_N, index_eval_sets
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize
 from numina_kit.data.teacher import TeacherConfig, TeacherError, open_teacher
@@ -94,9 +94,7 @@ def main(args: RunArguments, config: SynthesisConfig, teacher_config: TeacherCon
     problems = load_reference_problems(args.problems, split=args.split, limit=args.limit)
     if args.integer_answers_only:
         problems = [p for p in problems if p.answer is not None and parse_integer(p.answer) is not None]
-    index = None
-    if args.eval_sets:
-        index = build_index([p.problem for path in args.eval_sets for p in load_problems(path)], n=args.ngram)
+    index = index_eval_sets(args.eval_sets, n=args.ngram)
     teacher = open_teacher(args.teacher, teacher_config, model_path=args.model_path, backend=args.backend)
     paths = OutputPaths.beside(args.output, args.stats)
     try:

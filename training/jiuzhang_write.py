@@ -30,11 +30,10 @@ from components import RECIPES, run_script
 from trl import TrlParser
 
 from numina_kit.data.corpus import DEFAULT_CHUNK_CHARS, chunk_documents, read_documents
-from numina_kit.data.decontamination import DEFAULT_N, build_index
+from numina_kit.data.decontamination import DEFAULT_N, index_eval_sets
 from numina_kit.data.jiuzhang import WritingConfig, merge_shards, write_problems
 from numina_kit.data.jsonl import read_jsonl, write_jsonl
 from numina_kit.data.ledger import OutputPaths
-from numina_kit.data.problems import load_problems
 from numina_kit.data.teacher import TeacherConfig, TeacherError, open_teacher
 from numina_kit.errors import InputError
 
@@ -120,9 +119,7 @@ def main(args: WriteArguments, config: WritingConfig, teacher: TeacherConfig) ->
         print(f"{summary['pretraining_rows']} pre-training rows, then {summary['sft_rows']} SFT rows: {args.output}")
         return summary
     texts = choose_texts(args, config)
-    index = None
-    if args.eval_sets:
-        index = build_index([p.problem for path in args.eval_sets for p in load_problems(path)], n=args.ngram)
+    index = index_eval_sets(args.eval_sets, n=args.ngram)
     paths = OutputPaths.beside(args.output, args.stats)
     writer = open_teacher(args.writer, teacher, model_path=args.model_path, backend=args.backend, role="writer")
     try:

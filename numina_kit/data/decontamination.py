@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from numina_kit.data.problems import load_problems
+
 
 T = TypeVar("T")
 
@@ -74,6 +76,14 @@ def build_index(texts: Iterable[str], n: int = DEFAULT_N) -> NgramIndex:
     for text in texts:
         index.add(text)
     return index
+
+
+def index_eval_sets(paths: Sequence[str], n: int = DEFAULT_N) -> NgramIndex | None:
+    """The index of every problem in the evaluation set files `paths` (None when there are none): what a data
+    generation run must never train on. A missing or malformed file is an `InputError`, before any work starts."""
+    if not paths:
+        return None
+    return build_index([p.problem for path in paths for p in load_problems(path)], n=n)
 
 
 def decontaminate(items: Iterable[T], index: NgramIndex, *, text: Callable[[T], str]) -> tuple[list[T], list[T]]:
