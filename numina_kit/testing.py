@@ -549,10 +549,11 @@ def tool_transcript(protocol, sandbox, turns: list[str]) -> str:
     return text
 
 
-def make_tool_model(name: str, path: str | Path, *, steps: int = 150):
+def make_tool_model(name: str, path: str | Path, *, steps: int = 200, options: dict | None = None):
     """Train a tiny model of protocol `name`'s family ("harmony": gpt-oss, "qwen3") to write `TOOL_TURNS[name]` for
     `TOOL_PROBLEM`, and save it to `path`. The training text is the protocol's own rendering (prompt, turns, tool
-    results from a real stateful sandbox), the same layer SC-TIR serves it with. Returns (path, final loss)."""
+    results from a real stateful sandbox), the same layer SC-TIR serves it with; `options` are the protocol's
+    (`ProtocolConfig` fields, e.g. the `instructions` a config will serve it with). Returns (path, final loss)."""
     from numina_kit.models import families
     from numina_kit.protocols import ProtocolConfig, make_protocol
     from numina_kit.sandbox.pool import ExecutorConfig, Sandbox
@@ -561,7 +562,7 @@ def make_tool_model(name: str, path: str | Path, *, steps: int = 150):
     template = (CHAT_TEMPLATES / f"{family}.jinja").read_text()
     # a first tokenizer renders the prompt; the final one is trained on the whole rendered attempt
     draft = families.train_family_tokenizer(family, [TOOL_PROBLEM, *TOOL_TURNS[name]], template)
-    protocol = make_protocol(ProtocolConfig(name=name), draft)
+    protocol = make_protocol(ProtocolConfig.from_value({**(options or {}), "name": name}), draft)
     with Sandbox(ExecutorConfig(stateful=True, num_workers=1, warmup=False)) as sandbox:
         example = protocol.render_example(TOOL_PROBLEM, tool_transcript(protocol, sandbox, TOOL_TURNS[name]))
     tokenizer = families.train_family_tokenizer(family, [example] * 4, template)

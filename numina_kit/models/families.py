@@ -83,7 +83,7 @@ def train_family_tokenizer(family: str, texts: Iterable[str], chat_template: str
     return wrapped
 
 
-def build_family_model(family: str, tokenizer: Any, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0):
+def build_family_model(family: str, tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, seed: int = 0):
     """A randomly initialised model of `family`'s architecture for `tokenizer`, in float32, head_dim 32 (vLLM's CPU
     attention takes 32 or 64)."""
     import torch
@@ -122,7 +122,7 @@ def build_family_model(family: str, tokenizer: Any, *, hidden_size: int = 64, nu
     return model
 
 
-def memorize(model: Any, tokenizer: Any, texts: list[str], *, steps: int = 150, lr: float = 2e-2) -> float:
+def memorize(model: Any, tokenizer: Any, texts: list[str], *, steps: int = 200, lr: float = 5e-3) -> float:
     """Train `model` on `texts` (whole sequences, every token a target) until it reproduces them; the last loss."""
     import torch
 

@@ -107,3 +107,14 @@ class ToolProtocol(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(stateful={self.stateful}, boxed_only={self.boxed_only})"
+
+
+def current_turn(history: str, call_end: str, turn_start: str) -> str:
+    """The part of the model's current turn already in `history`: "" right after tool results (which end with
+    `turn_start`, the next turn's opening), else the text of a turn the token limit cut off (resumed by this
+    completion), from the first `turn_start` after the last `call_end`, or from the start of the attempt."""
+    last_call = history.rfind(call_end)
+    if last_call == -1:
+        return history
+    opening = history.find(turn_start, last_call)
+    return "" if opening == -1 else history[opening + len(turn_start) :]

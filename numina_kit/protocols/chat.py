@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from numina_kit.errors import InputError
-from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn
+from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn, current_turn
 from numina_kit.protocols.tora import OUTPUT_START, STOP, last_code_block, render_output
 
 
@@ -71,6 +71,7 @@ class ChatProtocol(ToolProtocol):
 IM_END = "<|im_end|>"
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.DOTALL)
 _THINK_END = "</think>"
+_ASSISTANT = "<|im_start|>assistant\n"
 
 
 class Qwen3ToolCalls(ChatProtocol):
@@ -86,6 +87,7 @@ class Qwen3ToolCalls(ChatProtocol):
     def parse(self, history: str, text: str, finish_reason: str) -> Turn:
         if finish_reason == "length":
             return Turn(cut_off=True)
+        text = current_turn(history, IM_END, _ASSISTANT) + text
         answer = text.split(_THINK_END)[-1] if _THINK_END in text else text
         calls = tuple(_read_call(body, closed) for body, closed in _TOOL_CALL.findall(answer))
         if calls:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from numina_kit.errors import InputError
-from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn
+from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn, current_turn
 
 
 logger = logging.getLogger(__name__)
@@ -164,14 +164,16 @@ class Harmony(ToolProtocol):
         messages = [{"role": "user", "content": problem}]
         if self.instructions:
             messages.insert(0, {"role": "developer", "content": self.instructions})
-        return self.tokenizer.apply_chat_template(
+        prompt = self.tokenizer.apply_chat_template(
             messages,
             tokenize=False,
             add_generation_prompt=True,
             builtin_tools=["python"],
             reasoning_effort=self.reasoning_effort,
-            strftime_now=lambda _: self.date,
         )
+        # the template writes today's date (transformers' `strftime_now`, which a caller cannot replace)
+        today = datetime.date.today().isoformat()
+        return prompt.replace(f"Current date: {today}", f"Current date: {self.date}", 1)
 
     def _render_with_harmony(self, problem: str) -> str:
         import openai_harmony as harmony
@@ -196,7 +198,7 @@ class Harmony(ToolProtocol):
         return (CALL, RETURN)
 
     def parse(self, history: str, text: str, finish_reason: str) -> Turn:
-        messages = parse_messages(text)
+        messages = parse_messages(current_turn(history, CALL, ASSISTANT) + text)
         if not messages or not messages[-1].end:
             final = next((m.content for m in reversed(messages) if m.channel == "final"), None)
             return Turn(final=final, cut_off=finish_reason == "length")

@@ -1,12 +1,13 @@
-"""numina_kit.prompts: the chat template, the prompt and output rendering, and code-block extraction.
+"""numina_kit.protocols.tora (Numina's ToRA fences): the chat template, the prompt and output rendering, and code-block
+extraction.
 
-Run: pytest tests/test_prompts.py
+Run: pytest tests/protocols/test_tora.py
 """
 
 import pytest
 
-from numina_kit.protocols import tora as prompts
 from numina_kit.models.demo import train_tokenizer
+from numina_kit.protocols import tora as prompts
 
 
 @pytest.fixture(scope="module")
