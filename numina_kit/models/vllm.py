@@ -107,6 +107,7 @@ def start_args(model_path: str | Path, *, quantization: str | None = "auto", **o
 
 def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
     """vLLM's `SamplingParams` for ours: stop strings kept in the text, as the `Generator` interface says."""
+    settings = {"seed": params.seed, **extra}  # `extra` may set a per-prompt seed
     return vllm.SamplingParams(
         temperature=params.temperature,
         top_p=params.top_p,
@@ -116,8 +117,7 @@ def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
         include_stop_str_in_output=True,
         skip_special_tokens=params.skip_special_tokens,
         logprobs=params.logprobs,
-        seed=params.seed,
-        **extra,
+        **settings,
     )
 
 
