@@ -5,9 +5,8 @@ its own families, 48 candidates per problem over several seeds, every selector s
     python benchmarks/selection.py --resample      # sample the candidates again
     python benchmarks/selection.py --write-problems   # regenerate tests/fixtures/selection_problems.jsonl
 
-The problems are the demo's five kinds with numbers up to one digit longer than the model was trained on (products of
-up to 6-digit numbers, powers with exponents up to 9999, binomials up to n = 199, counts up to 9999, digit sums of
-powers up to 49^79): some it still copies right, some it miscopies now and then, some never. Sampling is
+The problems are the demo's `product` kind (a x b mod 1000) with factors of 5 or 6 digits where the model was trained
+on 4 and 5: a 6-digit factor is now and then miscopied into the code, each time differently. Sampling is
 `python -m numina_kit evaluate` (transformers backend, one torch thread) with top-5 logprobs on, which stores every
 candidate with its evidence in solutions.jsonl; `numina_kit.sctir.selection_eval` then votes each selector on the same
 random subsets of k candidates (32 per problem and k; all 48 at k = 48) and compares it with plain majority.
@@ -70,13 +69,13 @@ def make_problems(seed: int = PROBLEM_SEED, n: int = NUM_PROBLEMS) -> list[dict]
     return rows
 
 
-def sample(model: Path, out: Path) -> None:
+def sample(model: Path, out: Path, seeds: str) -> None:
     """Run evaluate on the test bed: 48 candidates per problem and seed, evidence stored in solutions.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     recipe = out / "testbed.yaml"
     recipe.write_text("".join(f"{key}: {value}\n" for key, value in SETTINGS.items()))
     command = [sys.executable, "-m", "numina_kit", "evaluate", "--model", str(model), "--data", str(PROBLEMS),
-               "--config", str(recipe), "--num-candidates", str(NUM_CANDIDATES), "--seeds", SEEDS,
+               "--config", str(recipe), "--num-candidates", str(NUM_CANDIDATES), "--seeds", seeds,
                "--backend", "hf", "--out", str(out)]  # fmt: skip
     subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -109,6 +108,7 @@ def main() -> None:
     parser.add_argument("--model", default="models/tiny-tir", help="the demo model folder (trained if absent)")
     parser.add_argument("--out", default="outputs/selection/testbed", help="folder for evaluate's outputs")
     parser.add_argument("--resample", action="store_true", help="sample the candidates again even if stored")
+    parser.add_argument("--seeds", default=SEEDS, help="evaluate's seeds (candidate i of seed s samples with s + i)")
     parser.add_argument("--write-problems", action="store_true", help="regenerate the problem file and stop")
     args = parser.parse_args()
     if args.write_problems:
@@ -119,7 +119,7 @@ def main() -> None:
         subprocess.run([sys.executable, "training/sft.py", "--config", "training/recipes/tiny/sft.yaml",
                         "--output_dir", str(model)], cwd=REPO, check=True)  # fmt: skip
     if args.resample or not (out / "solutions.jsonl").exists():
-        sample(model, out)
+        sample(model, out, args.seeds)
 
     stored = load_stored(out / "solutions.jsonl", load_problems(PROBLEMS))
     selectors = [make_selector(name) for name in SELECTORS]
@@ -172,10 +172,12 @@ def main() -> None:
     problems = len(stored) // len(seeds)
     body = (
         f"The test bed: the demo model (`models/tiny-tir`, `training/recipes/tiny/sft.yaml`) on the {problems} "
-        f"problems of `{PROBLEMS.relative_to(REPO)}` (its five kinds with numbers up to a digit longer than it was "
-        f"trained on), {NUM_CANDIDATES} candidates per problem, seeds {SEEDS}, SC-TIR settings {SETTINGS} "
+        f"problems of `{PROBLEMS.relative_to(REPO)}` (its `product` kind with 5- or 6-digit factors where it "
+        f"was trained on 4 and 5), {NUM_CANDIDATES} candidates per problem, seeds {','.join(map(str, seeds))}, SC-TIR settings {SETTINGS} "
         "(transformers backend). pass@k is the unbiased estimate from the 48 candidates; maj@k and acc@k average "
-        "32 random k-subsets per problem (all 48 at k = 48).\n\n"
+        "32 random k-subsets per problem (all 48 at k = 48). Caution on seeds: evaluate samples candidate i of "
+        "seed s with seed s + i, so consecutive seeds share all but one of their 48 random streams and their rows "
+        "are nearly the same sample; spaced seeds (`--seeds 1000,2000,3000 --resample`) give independent ones.\n\n"
         + markdown_table(bed_headers, bed_rows)
         + "\n\nEvery selector voted on the same subsets (`numina_kit.sctir.selection_eval`); accuracy is mean ± sd "
         "over seeds. Δ is the paired accuracy difference with a bootstrap over problems (seeds of a problem "
