@@ -144,13 +144,15 @@ def main() -> None:
     rows, comparisons = [], {}
     for name in SELECTORS:
         at_n = paired_comparison(scores, name, k=n, resamples=2000) if name != "majority" else None
+        at_2 = paired_comparison(scores, name, k=2, resamples=2000) if name != "majority" else None
         at_16 = paired_comparison(scores, name, k=16, resamples=2000) if name != "majority" else None
         comparisons[name] = at_n
         cells = [f"`{name}`"] + [spread([scores.mean(name, k, s) for s in seeds]) for k in SHOWN_KS]
         if at_n is None:
-            cells += ["baseline", "", "", ""]
+            cells += ["baseline", "", "", "", ""]
         else:
             cells += [
+                f"{at_2.difference:+.1%} [{at_2.low:+.1%}, {at_2.high:+.1%}]",
                 f"{at_16.difference:+.1%} [{at_16.low:+.1%}, {at_16.high:+.1%}]",
                 f"{at_n.difference:+.1%} [{at_n.low:+.1%}, {at_n.high:+.1%}]",
                 f"{at_n.wins}/{at_n.losses}",
@@ -158,7 +160,7 @@ def main() -> None:
             ]
         rows.append(cells)
     headers = ["selector"] + [f"acc@{k}" for k in SHOWN_KS] + [
-        "Δ vs majority @16 [95% CI]", f"Δ vs majority @{n} [95% CI]", f"wins/losses @{n}", f"McNemar p @{n}"]  # fmt: skip
+        "Δ vs majority @2 [95% CI]", "Δ vs majority @16 [95% CI]", f"Δ vs majority @{n} [95% CI]", f"wins/losses @{n}", f"McNemar p @{n}"]  # fmt: skip
 
     plot(scores, PLOT)
     better = [c for c in comparisons.values() if c is not None and c.mcnemar_p < 0.05 and c.difference > 0]
