@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,train,kaggle,harmony]"
+	$(PY) -m pip install -q -e ".[dev,train,kaggle,merge,harmony]"
 	touch $@
 
 ## The vLLM test environment (.venv-vllm); does nothing when it is already set up for this pyproject.toml.

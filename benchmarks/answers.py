@@ -27,8 +27,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _results import markdown_table, write_section  # noqa: E402
 
 from numina_kit.answers import extract_answer, extract_boxed, is_equivalent, parse_integer  # noqa: E402
+from numina_kit.data.jsonl import read_jsonl  # noqa: E402
 from numina_kit.sctir.voting import ConsistencyRule, majority_vote  # noqa: E402
-from numina_kit.testing import answers_agree, equivalent_forms, load_rows  # noqa: E402
+from numina_kit.testing import answers_agree, equivalent_forms  # noqa: E402
 
 
 DATA = REPO.parent / "shared" / "data"
@@ -87,7 +88,7 @@ def ms(seconds: float) -> str:
 
 
 def extraction_section() -> str:
-    rows = [row for row in load_rows(DATA / "tir_traces_sample.jsonl") if row.get("model_pred") is not None]
+    rows = [row for row in read_jsonl(DATA / "tir_traces_sample.jsonl") if row.get("model_pred") is not None]
     ours, tail, durations = Counter(), Counter(), []
     rounded = 0
     for row in rows:
@@ -128,7 +129,7 @@ def extraction_section() -> str:
 
 
 def equivalence_section() -> str:
-    answers = [row["answer"] for row in load_rows(DATA / "math500.jsonl")]
+    answers = [row["answer"] for row in read_jsonl(DATA / "math500.jsonl")]
     is_equivalent("\\frac{1}{2}", "\\sqrt{2}/2")  # one-time import and fork, outside the timings
     math_verify_direct("1", "1")
     pairs = [(answer, form) for answer in answers for form in equivalent_forms(answer).values()]

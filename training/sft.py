@@ -35,13 +35,13 @@ from components import (
     usage,
 )
 from data import DataArguments, load_rows, render_prompt_completion
+from schedules import SFTTrainer
 from transformers import IntervalStrategy
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
-from numina_kit.data.problems import to_messages
+from numina_kit.data.problems import example_text
 from numina_kit.errors import InputError
 from numina_kit.models.demo import EOS
-from numina_kit.protocols.tora import render_example
 
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def main(
     ################
     if scratch_args.from_scratch:
         train_rows = raw[data_args.dataset_train_split]
-        texts = [render_example(m[0]["content"], m[1]["content"], EOS) for m in map(to_messages, train_rows)]
+        texts = [example_text(row, EOS) for row in train_rows]
         tokenizer, model = scratch_tokenizer_and_model(scratch_args, texts, chat_template, training_args.seed)
         logger.info("from scratch: %d tokens, %.2fM parameters", len(tokenizer), model.num_parameters() / 1e6)
     else:

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from numina_kit.data.jsonl import read_jsonl
 from numina_kit.errors import InputError
-from numina_kit.protocols.tora import CODE_END, CODE_START, OUTPUT_START, render_messages, render_output
+from numina_kit.protocols.tora import (
+    CODE_END,
+    CODE_START,
+    OUTPUT_START,
+    render_example,
+    render_messages,
+    render_output,
+)
 
 
 @dataclass(frozen=True)
@@ -39,29 +46,35 @@ def load_problems(path: str | Path, *, limit: int | None = None) -> list[Problem
     path = Path(path)
     if not path.is_file():
         raise InputError(f"problem file not found: {path}")
-    rows = _read_rows(path)
+    return problems_from_rows(read_rows(path), str(path), limit=limit)
+
+
+def problems_from_rows(rows: list, source: str, *, limit: int | None = None) -> list[Problem]:
+    """Problems from rows with `problem`, optional `id` and `answer` (a file's, or a Hub dataset's, named `source`
+    in errors), checked as `load_problems` checks a file."""
     problems: list[Problem] = []
     seen: set[str] = set()
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise InputError(f"{path}: row {number} is not an object with a 'problem' field")
+            raise InputError(f"{source}: row {number} is not an object with a 'problem' field")
         text = row.get("problem")
         if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{path}: row {number} has no 'problem' text")
+            raise InputError(f"{source}: row {number} has no 'problem' text")
         pid = str(row["id"]) if row.get("id") not in (None, "") else str(number - 1)
         if pid in seen:
-            raise InputError(f"{path}: duplicate id {pid!r} at row {number}")
+            raise InputError(f"{source}: duplicate id {pid!r} at row {number}")
         seen.add(pid)
         answer = row.get("answer")
         problems.append(Problem(id=pid, problem=text, answer=None if answer in (None, "") else str(answer)))
         if limit is not None and len(problems) >= limit:
             break
     if not problems:
-        raise InputError(f"{path}: no problems found")
+        raise InputError(f"{source}: no problems found")
     return problems
 
 
-def _read_rows(path: Path) -> list:
+def read_rows(path: Path) -> list:
+    """The rows of a JSONL, CSV (with a `problem` column) or Parquet file, as the file gives them."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return read_jsonl(path)
@@ -104,6 +117,15 @@ def to_messages(row: dict) -> list[dict[str, str]]:
     if not isinstance(solution, str) or not solution.strip():
         raise InputError(f"row {row.get('id', '?')}: no solution text (needs 'messages' or 'problem'/'solution')")
     return render_messages(problem, solution)
+
+
+def example_text(row: dict, eos_token: str) -> str:
+    """A whole training example as text: `input` + `output` for raw rows (JiuZhang's schema), else the chat template's
+    rendering of `to_messages(row)` (what a from-scratch tokenizer is trained on)."""
+    if isinstance(row.get("input"), str) and isinstance(row.get("output"), str):
+        return row["input"] + row["output"] + eos_token
+    problem, solution = (m["content"] for m in to_messages(row))
+    return render_example(problem, solution, eos_token)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -23,11 +23,11 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from numina_kit.errors import InputError
-from numina_kit.models.base import Completion, SamplingParams
+from numina_kit.models.base import Completion, Generator, SamplingParams
 from numina_kit.protocols.tora import OUTPUT_START, PROBLEM_PREFIX, SOLUTION_PREFIX, STOP
 
 
@@ -192,11 +192,18 @@ class HTTPTeacher:
         self.url = config.base_url.rstrip("/") + ("/chat/completions" if config.api == "chat" else "/completions")
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        """The `Generator` protocol: one completion per prompt, in order, requested concurrently."""
+        """The `Generator` protocol: one completion per prompt, in order, requested concurrently.
+
+        With a seed, prompt i is requested with seed `seed + i` (the protocol's rule), so the candidates of one
+        SC-TIR round, which share a prompt, are different samples.
+        """
+        seeded = [
+            params if params.seed is None else replace(params, seed=params.seed + i) for i in range(len(prompts))
+        ]
         if len(prompts) == 1:
-            return [self.complete(prompts[0], params)]
+            return [self.complete(prompts[0], seeded[0])]
         with ThreadPoolExecutor(max_workers=min(len(prompts), self.config.max_concurrency) or 1) as pool:
-            return list(pool.map(lambda prompt: self.complete(prompt, params), prompts))
+            return list(pool.map(self.complete, prompts, seeded))
 
     def count_tokens(self, text: str) -> int:
         """An estimate (4 characters a token): the server's tokenizer is not available here."""
@@ -306,3 +313,19 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def open_teacher(
+    kind: str, config: TeacherConfig, *, model_path: str = "", backend: str = "auto", role: str = "teacher"
+) -> Generator:
+    """The `Generator` a data script's recipe names: "http" (an `HTTPTeacher` on `config`) or "generator" (the model
+    at `model_path`, loaded in this process by `numina_kit.models.load.load_generator`)."""
+    if kind == "http":
+        return HTTPTeacher(config)
+    if kind == "generator":
+        if not model_path:
+            raise InputError(f"{role}: generator needs model_path")
+        from numina_kit.models.load import load_generator
+
+        return load_generator(model_path, backend=backend)
+    raise InputError(f"{role} must be 'http' or 'generator', got {kind!r}")

@@ -17,7 +17,8 @@ matched; "general" compares by equivalence.
 
 import argparse
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from numina_kit.data.jsonl import JsonlAppender
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.errors import InputError
 from numina_kit.eval.report import write_report
-from numina_kit.eval.results import Evaluation, ProblemResult
+from numina_kit.eval.results import Evaluation, ProblemResult, solution_row
 from numina_kit.models.base import Generator
 from numina_kit.options import add_sctir_arguments, sctir_settings
 from numina_kit.sandbox.pool import Sandbox
@@ -46,27 +47,62 @@ def evaluate(
     on_result: Callable[[ProblemResult, Solution], None] | None = None,
     data: str = "",
     model: str = "",
+    done: Container[tuple[str, int]] = (),
+    concurrency: int = 1,
 ) -> Evaluation:
-    """Solve every problem once per seed and score the answers; `on_result` sees each result as it comes."""
+    """Solve every problem once per seed and score the answers; `on_result` sees each result as it comes.
+
+    `done` holds (problem id, seed) pairs already solved (a resumed run): they are skipped and not in the returned
+    `Evaluation`. `concurrency` > 1 solves that many problems at once on threads, for a generator that serves
+    concurrent calls (an OpenAI-compatible endpoint); results are then reported as they finish and returned in order.
+    """
     missing = [p.id for p in problems if p.answer is None]
     if missing:
         raise InputError(
             f"{len(missing)} problem(s) have no reference answer (first: {missing[0]}); evaluate needs one"
         )
+    if concurrency < 1:
+        raise InputError(f"concurrency must be at least 1, got {concurrency}")
     if executor is None:
         with Sandbox(config.executor) as sandbox:
             return evaluate(
-                problems, generator, config, seeds=seeds, executor=sandbox, on_result=on_result, data=data, model=model
+                problems,
+                generator,
+                config,
+                seeds=seeds,
+                executor=sandbox,
+                on_result=on_result,
+                data=data,
+                model=model,
+                done=done,
+                concurrency=concurrency,
             )
+    jobs = [(seed, problem) for seed in seeds for problem in problems if (problem.id, seed) not in done]
+
+    def run(job: tuple[int, Problem]) -> tuple[ProblemResult, Solution]:
+        seed, problem = job
+        solution = solve(problem.problem, generator, replace(config, seed=seed), executor=executor)
+        return score(problem, seed, solution, config.competition), solution
+
     results = []
-    for seed in seeds:
-        seeded = replace(config, seed=seed)
-        for problem in problems:
-            solution = solve(problem.problem, generator, seeded, executor=executor)
-            result = score(problem, seed, solution, config.competition)
-            results.append(result)
-            if on_result is not None:
-                on_result(result, solution)
+
+    def record(result: ProblemResult, solution: Solution) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result, solution)
+
+    if concurrency == 1:
+        for job in jobs:
+            record(*run(job))
+    else:
+        pool = ThreadPoolExecutor(max_workers=concurrency)
+        try:
+            for future in as_completed([pool.submit(run, job) for job in jobs]):
+                record(*future.result())
+        finally:  # on an interrupt, problems not started yet are dropped instead of waited for
+            pool.shutdown(wait=True, cancel_futures=True)
+    order = {(problem.id, seed): i for i, (seed, problem) in enumerate(jobs)}
+    results.sort(key=lambda r: order[r.id, r.seed])
     return Evaluation(data=data, model=model, config=config, seeds=list(seeds), results=results)
 
 
@@ -143,21 +179,25 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     solutions_path = out / "solutions.jsonl"
     with (
+        Sandbox(config.executor) as sandbox,
         tqdm(total=len(problems) * len(seeds), desc="evaluate", unit="problem") as bar,
         JsonlAppender(solutions_path) as solutions,
     ):
+        for line in sandbox.isolation.missing() if config.execute_code else []:
+            logger.warning(line)
         correct = 0
 
         def update(result: ProblemResult, solution: Solution) -> None:
             nonlocal correct
             correct += result.correct
-            solutions.append({"id": result.id, "seed": result.seed, "correct": result.correct, "solution": solution})
+            solutions.append(solution_row(result, solution))
             bar.update(1)
             bar.set_postfix(correct=f"{correct}/{bar.n}", answer=result.answer)
 
         evaluation = evaluate(
-            problems, generator, config, seeds=seeds, on_result=update, data=str(args.data), model=str(args.model)
-        )
+            problems, generator, config, seeds=seeds, executor=sandbox, on_result=update, data=str(args.data),
+            model=str(args.model),
+        )  # fmt: skip
     paths = [*write_report(evaluation, out), solutions_path]
     summary = evaluation.summary()
     n = config.num_candidates

@@ -16,8 +16,9 @@ from numina_kit.eval.results import Evaluation
 RESULTS, MARKDOWN, PLOT = "results.json", "report.md", "accuracy_vs_candidates.png"
 
 
-def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
-    """Write the three report files into `out` (created if needed) and return their paths."""
+def write_report(evaluation: Evaluation, out: Path, *, plot: bool = True) -> list[Path]:
+    """Write the three report files into `out` (created if needed; the plot only with `plot`) and return their
+    paths."""
     out.mkdir(parents=True, exist_ok=True)
     curves = {seed: evaluation.accuracy_by_candidates(seed) for seed in evaluation.seeds}
     mean_curve = evaluation.accuracy_by_candidates()
@@ -30,10 +31,12 @@ def write_report(evaluation: Evaluation, out: Path) -> list[Path]:
         "accuracy_by_candidates": {"mean": mean_curve, **{str(seed): curve for seed, curve in curves.items()}},
         "problems": [asdict(row) for row in evaluation.results],
     }
-    paths = [out / RESULTS, out / MARKDOWN, out / PLOT]
+    paths = [out / RESULTS, out / MARKDOWN]
     paths[0].write_text(json.dumps(results, indent=1, default=str) + "\n")
     paths[1].write_text(render_markdown(evaluation, mean_curve))
-    plot_curves(curves, mean_curve, paths[2], title=f"{Path(evaluation.data).name}: accuracy vs candidates voted")
+    if plot:
+        paths.append(out / PLOT)
+        plot_curves(curves, mean_curve, paths[2], title=f"{Path(evaluation.data).name}: accuracy vs candidates voted")
     return paths
 
 
@@ -49,22 +52,22 @@ def render_markdown(evaluation: Evaluation, curve: dict[int, float]) -> str:
         f"{config.max_new_tokens} tokens per round, competition `{config.competition}`, "
         f"code {'executed' if config.execute_code else 'NOT executed (--no-code)'}.",
         "",
-        _table(
+        markdown_table(
             ["seed", f"maj@{n}", f"pass@{n}"],
-            [[seed, _pct(s["maj"]), _pct(s["pass"])] for seed, s in summary["per_seed"].items()]
-            + [["mean", _pct(summary[f"maj@{n}"]), _pct(summary[f"pass@{n}"])]],
+            [[seed, percent(s["maj"]), percent(s["pass"])] for seed, s in summary["per_seed"].items()]
+            + [["mean", percent(summary[f"maj@{n}"]), percent(summary[f"pass@{n}"])]],
         ),
         "",
-        f"- answers from code: {_pct(summary['answers_from_code'])} of "
+        f"- answers from code: {percent(summary['answers_from_code'])} of "
         f"{summary['valid_answers_per_problem']:.1f} valid answers per problem; fallback answer on "
-        f"{_pct(summary['fallback_share'])} of problems",
+        f"{percent(summary['fallback_share'])} of problems",
         f"- per problem: {summary['seconds_per_problem']:.1f} s ({summary['generation_s_per_problem']:.1f} s "
         f"generating, {summary['execution_s_per_problem']:.1f} s running code), "
         f"{summary['tokens_per_problem']:.0f} tokens generated, {summary['rounds_per_problem']:.2f} rounds",
         "",
         "## Accuracy against candidates voted",
         "",
-        _table(["candidates", "maj@k (mean over seeds)"], [[k, _pct(v)] for k, v in curve.items()]),
+        markdown_table(["candidates", "maj@k (mean over seeds)"], [[k, percent(v)] for k, v in curve.items()]),
         "",
         "## Problems",
         "",
@@ -85,7 +88,7 @@ def render_markdown(evaluation: Evaluation, curve: dict[int, float]) -> str:
             ]
         )
     lines.append(
-        _table(["id", "reference", "answer per seed", "correct", "pass", "valid answers", "s", "tokens"], rows)
+        markdown_table(["id", "reference", "answer per seed", "correct", "pass", "valid answers", "s", "tokens"], rows)
     )
     lines += ["", "`*` marks the fallback answer (no candidate gave a valid one)."]
     return "\n".join(lines) + "\n"
@@ -116,11 +119,11 @@ def plot_curves(curves: dict[int, dict[int, float]], mean: dict[int, float], pat
     plt.close(figure)
 
 
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
+def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -1,9 +1,13 @@
 """Evaluation records: one `ProblemResult` per problem and seed, and the `Evaluation` that computes the figures.
 
-Shared by `numina_kit.eval.evaluate` (which produces them) and `numina_kit.eval.report` (which writes them out).
+Shared by `numina_kit.eval.evaluate` (which produces them), `numina_kit.eval.report` (which writes them out) and the
+validation suite (`numina_kit.eval.validate`, which stores them per model and set). `solution_row` is the one JSON
+line a run log keeps per problem and seed: the result and every candidate of the solution behind it.
 """
 
+import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from numina_kit.sctir.loop import SCTIRConfig
@@ -37,6 +41,31 @@ class ProblemResult:
     labels: list[int | None] = field(default_factory=list)
     right_labels: list[int] = field(default_factory=list)
 
+    @property
+    def pass_at_1(self) -> float:
+        """The share of candidates whose answer is right (pass@1 estimated from all N samples)."""
+        right = set(self.right_labels)
+        return sum(label in right for label in self.labels) / len(self.labels) if self.labels else 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProblemResult":
+        """A result read back from a run log (`solution_row`'s "result"), ignoring keys it does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def solution_row(result: ProblemResult, solution: object) -> dict:
+    """The run log's line for one problem and seed: its id, seed, result and the full solution (every candidate)."""
+    return {"id": result.id, "seed": result.seed, "result": result, "solution": solution}
+
+
+# Per-problem figures, each a function of one ProblemResult (averaged over seeds by `Evaluation.per_problem`).
+METRICS: dict[str, Callable[[ProblemResult], float]] = {
+    "pass@1": lambda r: r.pass_at_1,
+    "maj@k": lambda r: float(r.correct),
+    "pass@k": lambda r: float(r.passed),
+}
+
 
 @dataclass
 class Evaluation:
@@ -50,6 +79,13 @@ class Evaluation:
 
     def for_seed(self, seed: int) -> list[ProblemResult]:
         return [r for r in self.results if r.seed == seed]
+
+    def per_problem(self, metric: str) -> dict[str, float]:
+        """One of `METRICS` per problem, averaged over the seeds it was run with (problems in first-seen order)."""
+        totals: dict[str, list[float]] = {}
+        for row in self.results:
+            totals.setdefault(row.id, []).append(METRICS[metric](row))
+        return {problem: sum(values) / len(values) for problem, values in totals.items()}
 
     def maj(self, seed: int) -> float:
         rows = self.for_seed(seed)

@@ -88,10 +88,6 @@ def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_fi
     budget_s = args.budget_s if args.budget_s is not None else SECONDS_PER_PROBLEM * num_problems
     if budget_s <= 0:
         raise InputError(f"--budget-s must be positive, got {budget_s}")
-    share = budget_s / num_problems
-    ceiling_s = max(20 * 60.0, share)
-    if rule.max_problem_s is not None:
-        ceiling_s = min(ceiling_s, rule.max_problem_s)
     recipe = out / "sctir.yaml"
     recipe.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     parameters = {name.upper(): getattr(config, name) for name in SETTINGS_IN_NOTEBOOK}
@@ -100,8 +96,8 @@ def build_parameters(args: argparse.Namespace, *, num_problems: int, problems_fi
         "RECIPE": str(recipe),
         "TOTAL_BUDGET_S": budget_s,
         "RESERVE_S": args.reserve_s if args.reserve_s is not None else 0.1 * budget_s,
-        "PROBLEM_FLOOR_S": min(60.0, share / 2),
-        "PROBLEM_CEILING_S": ceiling_s,
+        "PROBLEM_FLOOR_S": None,  # TimeBudget's default: 300/348 of the first fair share
+        "PROBLEM_CEILING_S": rule.max_problem_s,  # the per-call limit less a minute (AIMO-2), else none
         "NUM_PROBLEMS": num_problems,
         "PROBLEMS_FILE": str(problems_file),
         "OUTPUT_DIR": str(out),

@@ -3,7 +3,8 @@
 `make_predict` wraps any solver (`make_solver` builds SC-TIR's). One exception inside `predict` fails a whole Kaggle
 run, so every failure becomes the competition's fallback answer, logged with its reason and recorded as an
 `AnswerRecord`. Each problem's deadline is the budget's, capped by the competition's limit on one `predict` call
-(AIMO-2's gateway fails the run when a call takes over 30 minutes), so no problem can outlast a call.
+(AIMO-2's gateway fails the run when a call takes over 30 minutes), and `predict` never waits past that limit or the
+run's end, so no problem can outlast a call or the run.
 """
 
 import contextlib
@@ -65,14 +66,19 @@ def make_predict(
 ) -> Callable:
     """The `predict(id_, problem, *rest)` endpoint for every AIMO API; it never raises and always answers in range.
 
-    A problem's deadline is `budget.deadline()` (absolute on `clock`; none without a budget), and never later than
-    the competition's `max_problem_s` after the call began. `solver(problem_text, deadline)` returns an int; it is
-    told to finish `grace_s` before that deadline, and `predict` stops waiting for it at the deadline itself, so the
-    answer arrives in time even when the solver overruns. A solve still running from an earlier problem is waited
-    for (at most until this problem's deadline) so that two never share the model. Any failure - an exception, an
-    answer out of range, an empty or non-text problem, a deadline already past - gives the competition's fallback,
-    logged with its reason and appended to `records` when given. `id_` and `problem` may be polars or pandas Series
-    of one row or plain values; the reply is a one-row polars frame `{"id": id, "answer": int}`.
+    Two times bound a problem, both absolute on `clock`:
+    - its deadline: `budget.deadline()` (none without a budget), never later than the competition's `max_problem_s`
+      after the call began. `solver(problem_text, deadline)` is told to stop `grace_s` before it.
+    - its limit: the run's end (`budget.end`), never later than `max_problem_s` after the call began. A solver that
+      overruns its deadline (the synchronous loop finishes the round it started) is waited for until then, so the
+      answers of that round count; its overrun is charged to later problems by the budget. Past the limit
+      `predict` answers with the fallback at once: the per-call limit (AIMO-2: 30 minutes) and the run's time are
+      the two limits whose breach fails the whole submission.
+    A solve still running from an earlier problem is waited for (at most until this problem's deadline) so that two
+    never share the model. Any failure - an exception, an answer out of range, an empty or non-text problem, a
+    deadline already past - gives the competition's fallback, logged with its reason and appended to `records` when
+    given. `id_` and `problem` may be polars or pandas Series of one row or plain values; the reply is a one-row
+    polars frame `{"id": id, "answer": int}`.
     """
     import polars as pl
 
@@ -81,14 +87,18 @@ def make_predict(
     state: dict[str, Future | None] = {"running": None}
     lock = threading.Lock()
 
-    def deadline_of(started: float) -> float | None:
-        deadlines = [] if budget is None else [budget.deadline()]
-        if rule.max_problem_s is not None:
-            deadlines.append(started + rule.max_problem_s)
-        return min(deadlines, default=None)
+    def bounds(started: float) -> tuple[float | None, float | None]:
+        """(deadline, limit) of a problem whose call began at `started` (None: unbounded)."""
+        per_call = [] if rule.max_problem_s is None else [started + rule.max_problem_s]
+        deadline = min([budget.deadline(), *per_call]) if budget is not None else min(per_call, default=None)
+        limit = min([budget.end, *per_call]) if budget is not None else min(per_call, default=None)
+        return deadline, limit
+
+    def wait(limit: float | None) -> float | None:
+        return None if limit is None else max(0.0, limit - clock())
 
     def answer(text: object, started: float) -> tuple[int, str, str]:
-        deadline = deadline_of(started)
+        deadline, limit = bounds(started)
         if not isinstance(text, str) or not text.strip():
             return rule.fallback, "fallback", f"problem is not non-empty text: {text!r:.60}"
         if deadline is not None and deadline - clock() <= 0:
@@ -96,16 +106,16 @@ def make_predict(
         running = state["running"]
         if running is not None and not running.done():
             with contextlib.suppress(Exception):
-                running.result(timeout=None if deadline is None else max(0.0, deadline - clock()))
+                running.result(timeout=wait(deadline))
             if not running.done():
                 return rule.fallback, "fallback", "the previous problem's solve is still running"
         soft_deadline = None if deadline is None else deadline - grace_s
         future = state["running"] = worker.submit(solver, text, soft_deadline)
         try:
-            result = future.result(timeout=None if deadline is None else max(0.0, deadline - clock()))
+            result = future.result(timeout=wait(limit))
         except TimeoutError:
             if not future.done():
-                return rule.fallback, "fallback", "solver missed the deadline"
+                return rule.fallback, "fallback", "solver ran past the run's end or the per-call limit"
             return rule.fallback, "fallback", "solver raised TimeoutError"
         except Exception as error:
             return rule.fallback, "fallback", f"solver raised {type(error).__name__}: {error}"

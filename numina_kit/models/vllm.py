@@ -106,9 +106,9 @@ def start_args(model_path: str | Path, *, quantization: str | None = "auto", **o
 
 
 def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
-    """vLLM's `SamplingParams` for ours: stop strings kept in the text, as the `Generator` interface says."""
-    settings = {"seed": params.seed, **extra}  # `extra` may set a per-prompt seed
-    return vllm.SamplingParams(
+    """vLLM's `SamplingParams` for ours: stop strings kept in the text, as the `Generator` interface says; `extra`
+    adds or replaces arguments (a per-prompt `seed`, an `output_kind`)."""
+    arguments = dict(
         temperature=params.temperature,
         top_p=params.top_p,
         min_p=params.min_p,
@@ -117,8 +117,9 @@ def sampling_params(vllm: Any, params: SamplingParams, **extra: Any) -> Any:
         include_stop_str_in_output=True,
         skip_special_tokens=params.skip_special_tokens,
         logprobs=params.logprobs,
-        **settings,
+        seed=params.seed,
     )
+    return vllm.SamplingParams(**arguments | extra)
 
 
 def to_completion(

@@ -19,7 +19,7 @@ from typing import Any
 
 from numina_kit.errors import InputError
 from numina_kit.protocols.base import ToolCall, ToolProtocol, Turn, current_turn
-from numina_kit.protocols.tora import OUTPUT_START, STOP, last_code_block, render_output
+from numina_kit.protocols.tora import FencedCode
 
 
 PYTHON_TOOL = {
@@ -126,26 +126,9 @@ def _read_call(body: str, closed: str) -> ToolCall:
     return ToolCall(code)
 
 
-class FencedChat(ChatProtocol):
+class FencedChat(FencedCode, ChatProtocol):
     """```python fences inside a chat template: stop at the output fence, run the last block, append its output in
     the same assistant message (ToRA's fences); the message ends at the model's EOS."""
 
     name = "chat-fenced"
-
-    @property
-    def stop(self) -> tuple[str, ...]:
-        return (STOP,)
-
-    def parse(self, history: str, text: str, finish_reason: str) -> Turn:
-        if text.endswith(STOP):
-            code = last_code_block(history + text)
-            if code is None:
-                return Turn(calls=(ToolCall("", error="No closed ```python block before the output fence."),))
-            return Turn(calls=(ToolCall(code),))
-        return Turn(final=text, cut_off=finish_reason == "length")
-
-    def render_results(self, turn: Turn, outputs: list[str]) -> str:
-        return "".join(render_output(output) for output in outputs)
-
-    def ran_code(self, text: str) -> bool:
-        return OUTPUT_START in text
+    missing_block = "No closed ```python block before the output fence."

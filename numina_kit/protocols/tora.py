@@ -78,7 +78,33 @@ def last_code_block(text: str) -> str | None:
     return blocks[-1] if blocks else None
 
 
-class ToRA(ToolProtocol):
+class FencedCode:
+    """ToRA's fences as a mixin of `ToolProtocol`s: stop at an output fence, run the last closed code block of the
+    attempt, append its output block. `missing_block`: the error shown when the fence follows no closed block (None:
+    no call at all, Numina's behaviour)."""
+
+    missing_block: str | None = None
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return (STOP,)
+
+    def parse(self, history: str, text: str, finish_reason: str) -> Turn:
+        if text.endswith(STOP):
+            code = last_code_block(history + text)
+            if code is not None:
+                return Turn(calls=(ToolCall(code),))
+            return Turn(calls=(ToolCall("", error=self.missing_block),) if self.missing_block else ())
+        return Turn(final=text, cut_off=finish_reason == "length")
+
+    def render_results(self, turn: Turn, outputs: list[str]) -> str:
+        return "".join(render_output(output) for output in outputs)
+
+    def ran_code(self, text: str) -> bool:
+        return OUTPUT_START in text
+
+
+class ToRA(FencedCode, ToolProtocol):
     """NuminaMath-7B-TIR's format as a protocol: stop at an output fence, run the last code block, append its output.
 
     `parse` and the checks keep Numina's loop byte for byte: a completion that stops at `STOP` runs the last closed
@@ -99,24 +125,8 @@ class ToRA(ToolProtocol):
         return render_prompt(problem)
 
     @property
-    def stop(self) -> tuple[str, ...]:
-        return (STOP,)
-
-    def parse(self, history: str, text: str, finish_reason: str) -> Turn:
-        if text.endswith(STOP):
-            code = last_code_block(history + text)
-            return Turn(calls=(ToolCall(code),) if code is not None else ())
-        return Turn(final=text, cut_off=finish_reason == "length")
-
-    def render_results(self, turn: Turn, outputs: list[str]) -> str:
-        return "".join(render_output(output) for output in outputs)
-
-    @property
     def end_of_turn(self) -> str:
         return self.eos_token
 
     def wrote_code(self, text: str) -> bool:
         return last_code_block(text) is not None
-
-    def ran_code(self, text: str) -> bool:
-        return OUTPUT_START in text

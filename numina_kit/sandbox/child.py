@@ -49,8 +49,9 @@ def serve_blocks(pipe: Pipe, namespace: dict, config: dict, uid_mode: bool) -> N
         pipe.send({"status": result.status, "output": output})
         if request["last"]:
             break
-    if uid_mode:
-        kill(-1, signal.SIGKILL)  # everything this run's uid still owns: children, setsid escapees
-    else:
-        killpg(0, signal.SIGKILL)
+    with contextlib.suppress(OSError):  # ESRCH: nothing left to kill
+        if uid_mode:
+            kill(-1, signal.SIGKILL)  # everything this run's uid still owns: children, setsid escapees
+        else:
+            killpg(0, signal.SIGKILL)
     real_exit(0)

@@ -11,6 +11,7 @@ exactly what the isolation guarantees.
 
 import atexit
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -25,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from numina_kit.errors import InputError
-from numina_kit.sandbox.isolation import UID_BASE
-from numina_kit.sandbox.protocol import ENVIRONMENT, STATE_LOST, Pipe, timeout_message
+from numina_kit.sandbox.isolation import Isolation, kill_processes_of
+from numina_kit.sandbox.protocol import ENVIRONMENT, STATE_LOST, WORKER_MEMORY, Pipe, timeout_message
 
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ DEFAULT_PREAMBLE = "import math\nimport numpy as np\nimport sympy as sp\n"
 STATUSES = ("ok", "error", "timeout", "killed")
 GRACE_S = 5.0  # beyond the block's timeout, how long the caller waits for a worker before replacing it
 STARTUP_TIMEOUT_S = 120.0
+_SLOTS = itertools.count()  # each worker's own range of block uids (see isolation.UIDS_PER_WORKER)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -53,7 +55,7 @@ class ExecutorConfig:
     max_file_mb: int = 64  # largest file a block may write (RLIMIT_FSIZE)
     output_limit_chars: int = 1_000_000  # printing more than this kills the block
     warmup: bool = True  # exercise sympy once in each worker so lazy imports and caches are loaded
-    privileged: bool = True  # as root: own uid per block, no network, private /tmp (False: only what non-root gets)
+    privileged: bool = True  # isolate as strongly as the machine allows (False: rlimits and a private directory only)
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
@@ -108,11 +110,11 @@ class _WorkerProcess:
 
     def start(self) -> None:
         """Start the process and send its configuration; `wait_ready` collects its answer."""
-        env = ENVIRONMENT | {"PYTHONPATH": _PACKAGE_PARENT}
+        env = ENVIRONMENT | WORKER_MEMORY | {"PYTHONPATH": _PACKAGE_PARENT}
         log = open(os.path.join(self.root, f"worker{self.index}.log"), "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "numina_kit.sandbox.worker"],
+                [sys.executable, "-P", "-m", "numina_kit.sandbox.worker"],  # -P: nothing imported from the cwd
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -125,7 +127,7 @@ class _WorkerProcess:
             log.close()
         self.pipe = Pipe(self.proc.stdout.fileno(), self.proc.stdin.fileno())
         self.info = {}
-        self.pipe.send(asdict(self.config) | {"runs_root": self.runs_root})
+        self.pipe.send(asdict(self.config) | {"runs_root": self.runs_root, "slot": next(_SLOTS)})
 
     def wait_ready(self) -> None:
         reply = self._receive(time.monotonic() + STARTUP_TIMEOUT_S)
@@ -167,9 +169,11 @@ class _WorkerProcess:
 
     def kill(self, *, exited_cleanly: bool = False) -> None:
         """Kill the worker (its children die with it: they hold PR_SET_PDEATHSIG) and delete its files."""
-        if self.info.get("uid_mode") and self.live and not exited_cleanly:
-            # what its children started survives it (no PDEATHSIG on grandchildren): find them by their uids
-            _kill_uids({UID_BASE + pid for pid in self.live})
+        uid_base, isolation = self.info.get("uid_base"), self.info.get("isolation", {})
+        if uid_base is not None and not isolation.get("private_processes") and self.live and not exited_cleanly:
+            # without a PID namespace (where all dies with the worker), what its children started survives it (no
+            # PDEATHSIG on grandchildren): find them by their uids
+            kill_processes_of({uid_base + pid for pid in self.live})
         if self.proc is not None:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, 9)
@@ -194,22 +198,6 @@ class _WorkerProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             exited = self.proc.wait(timeout=5) == 0
         self.kill(exited_cleanly=exited)
-
-
-def _kill_uids(uids: set[int]) -> None:
-    """SIGKILL every process owned by one of `uids` (each a block's own uid), until none is left."""
-    for _ in range(20):
-        found = False
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{name}").st_uid in uids:
-                    found = True
-                    os.kill(int(name), 9)
-        if not found:
-            return
-        time.sleep(0.01)
 
 
 def _shutdown(workers: list[_WorkerProcess], root: str) -> None:
@@ -246,11 +234,11 @@ class Sandbox:
         self.close()
 
     @property
-    def isolation(self) -> dict:
-        """What the OS allowed the workers (`uid_mode`, `net_isolated`, `fs_isolated`); starts them if needed."""
+    def isolation(self) -> Isolation:
+        """How the blocks are isolated here: the mode and each guarantee (`Isolation.missing()` says what is not
+        guaranteed, and why, in one line each); starts the workers if needed."""
         self._start_workers()
-        info = self._workers[0].info
-        return {name: bool(info.get(name)) for name in ("uid_mode", "net_isolated", "fs_isolated", "python_visible")}
+        return Isolation(**self._workers[0].info["isolation"])
 
     def _start_workers(self) -> None:
         """Start every worker that is not running, all at once (each takes about a second to import and warm up)."""

@@ -29,6 +29,12 @@ ENVIRONMENT = {
 }
 
 
+# Only the worker process's: objects allocated with malloc (not pymalloc's small arenas) on transparent huge pages
+# (glibc >= 2.35), so that its address space is mostly 2 MiB pages: forking it and tearing a finished child down then
+# copy and free one entry per 2 MiB instead of one per 4 KiB, about half a block's CPU on a busy machine.
+WORKER_MEMORY = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+
+
 def timeout_message(timeout: float) -> str:
     """What the model sees when a block runs out of time (Numina's wording)."""
     return f"Timed out after {timeout:g} seconds."

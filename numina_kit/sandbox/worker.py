@@ -1,11 +1,13 @@
 """The sandbox worker: a warm process that has run the preamble once and forks one isolated child per block.
 
-`numina_kit.sandbox.pool.Sandbox` starts it as `python -m numina_kit.sandbox.worker` and speaks newline-delimited JSON with it on
-stdin/stdout. Forking from a parent that has already imported numpy and sympy (and exercised sympy once) makes a block
-cost milliseconds instead of a fresh interpreter; one spare child is always forked ahead so the fork overlaps the
-previous run. `numina_kit.sandbox.isolation` sets up each child before it sees any code; `numina_kit.sandbox.child` runs the
-blocks inside it. The worker enforces the wall-clock timeout, kills and reaps everything a block leaves behind (it is
-a child subreaper) and deletes its files.
+`numina_kit.sandbox.pool.Sandbox` starts it as `python -m numina_kit.sandbox.worker` and speaks JSON lines with it on
+stdin/stdout (`numina_kit.sandbox.protocol`). The worker first isolates itself (`isolation.isolate_worker`: the
+strongest mode the machine allows), then imports the preamble. Forking from a parent that has already imported numpy
+and sympy (and exercised sympy once) makes a block cost milliseconds instead of a fresh interpreter; one spare child
+is always forked ahead so the fork overlaps the previous run. `isolation.isolate_child` sets up each child before it
+sees any code; `numina_kit.sandbox.child` runs the blocks inside it. The worker enforces the wall-clock timeout,
+kills and reaps everything a block leaves behind (it is PID 1 of its namespace, or a child subreaper) and deletes
+its files.
 """
 
 import contextlib
@@ -15,18 +17,21 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import asdict
 
 from numina_kit.sandbox.child import serve_blocks
 from numina_kit.sandbox.isolation import (
-    UID_BASE,
+    PRIVATE_DIRS,
+    WorkerSetup,
     become_subreaper,
+    child_pids,
     clean_shared_dirs,
-    count_own_processes,
+    descendants,
+    enter_pid_namespace,
     isolate_child,
-    mount_private_tmpfs,
-    probe_setuid,
-    reveal_python,
-    unshare_network,
+    isolate_worker,
+    kill_processes_of,
+    remove,
 )
 from numina_kit.sandbox.protocol import STATE_LOST, Pipe, pipe_pair, timeout_message
 
@@ -46,38 +51,36 @@ math.comb(10, 3); math.gcd(4, 6); math.factorial(10); math.isqrt(99)
 """
 
 
+_exit = os._exit
+
+
 class PreambleError(Exception):
     """The configured preamble raised in the worker."""
 
 
 class Child:
-    """One forked interpreter: its pid, its uid (or None), and the pipe for its requests and results."""
+    """One forked interpreter: its pid, its uid (or None), its pipe, and the files it made in the private dirs."""
 
     def __init__(self, pid: int, uid: int | None, pipe: Pipe) -> None:
         self.pid, self.uid, self.pipe = pid, uid, pipe
         self.status: int | None = None
+        self.files: set[str] = set()  # what a stateful interpreter keeps in /tmp or /dev/shm between its blocks
 
 
 class Worker:
     """Serves run/forget requests from the caller, forking one isolated child per block (or per stateful key)."""
 
-    def __init__(self, config: dict) -> None:
-        self.config = config
-        self.runs_root = config["runs_root"]
+    def __init__(self, config: dict, setup: WorkerSetup) -> None:
+        self.config, self.setup = config, setup
+        self.runs_root, self.uid_base = setup.runs_root, setup.uid_base
         self.pid = os.getpid()
         self.spare: Child | None = None
         self.interpreters: dict[str, Child] = {}
-        self.exiting: list[tuple[Child, float]] = []
-        privileged = config.get("privileged", True) and os.geteuid() == 0
-        self.uid_mode = privileged and probe_setuid()
-        if not self.uid_mode:  # RLIMIT_NPROC counts all of this user's processes: leave room for the ones running
-            config["nproc_limit"] = count_own_processes() + config["max_processes"] + 64
-        self.net_isolated = privileged and unshare_network()
-        self.fs_isolated = privileged and mount_private_tmpfs(config["max_file_mb"])
-        self.python_visible = not self.uid_mode or reveal_python()
-        os.makedirs(self.runs_root, exist_ok=True)
-        os.chmod(self.runs_root, 0o1733 if self.uid_mode else 0o700)
+        self.finished: list[Child] = []  # one-off children that answered: killed and cleaned after the reply
+        self.shared_files: set[str] = set()  # the host's /tmp, /dev/shm... after the last cleanup ("setuid" mode)
+        self.prepare_runs_root()
         become_subreaper()
+        self.baseline = self.private_files()  # the private dirs hold only the runs directory (and mounted-back code)
         self.namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
         try:
             exec(compile(config["preamble"], "<preamble>", "exec"), self.namespace)
@@ -90,22 +93,25 @@ class Worker:
 
     # ---- children -------------------------------------------------------------------------------------------------
 
+    def prepare_runs_root(self) -> None:
+        """(Re)create the blocks' directory: where blocks share the worker's uid, a block may have removed it."""
+        os.makedirs(self.runs_root, exist_ok=True)
+        os.chmod(self.runs_root, 0o1733 if self.uid_base is not None else 0o700)
+
     def fork_child(self) -> Child:
         """Fork a child that prepares its isolation and then waits for blocks on its request pipe."""
+        if self.uid_base is None:
+            self.prepare_runs_root()
         ours, theirs = pipe_pair()
         pid = os.fork()
         if pid == 0:
             try:
-                self._child_main(theirs)
+                isolate_child(self.config, self.setup, self.pid, (theirs.read_fd, theirs.write_fd))
+                serve_blocks(theirs, dict(self.namespace), self.config, uid_mode=self.uid_base is not None)
             finally:
-                os._exit(70)
+                _exit(70)  # never unwind into the worker's code (serve_blocks replaces os._exit for the model)
         theirs.close()
-        uid = UID_BASE + pid if self.uid_mode else None
-        return Child(pid, uid, ours)
-
-    def _child_main(self, pipe: Pipe) -> None:
-        isolate_child(self.config, self.runs_root, self.pid, self.uid_mode, (pipe.read_fd, pipe.write_fd))
-        serve_blocks(pipe, dict(self.namespace), self.config, self.uid_mode)
+        return Child(pid, None if self.uid_base is None else self.uid_base + pid, ours)
 
     def reap(self, child: Child) -> None:
         """Kill `child` and everything it started, wait for them, and delete its files."""
@@ -113,24 +119,12 @@ class Worker:
             os.killpg(child.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.kill(child.pid, signal.SIGKILL)
-        if child.uid is not None:
-            killer = os.fork()
-            if killer == 0:
-                try:
-                    os.setgid(child.uid)
-                    os.setuid(child.uid)
-                    os.kill(-1, signal.SIGKILL)
-                finally:
-                    os._exit(0)
-            os.waitpid(killer, 0)
         if child.status is None:
             child.status = self._wait(child.pid)
-        child.pipe.close()
-        self.reap_orphans()
-        shutil.rmtree(os.path.join(self.runs_root, str(child.pid)), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(self.runs_root, f"{child.pid}.out"))
-        self.clean_shared_dirs(child.uid)
+        if child.uid is not None and not self.setup.pid_namespace:
+            kill_processes_of({child.uid})  # without a PID namespace to die with, every process of its uid
+        self.kill_leftovers()
+        self.forget_files(child)
         self.clean_runs_root()
 
     def _wait(self, pid: int) -> int:
@@ -139,52 +133,79 @@ class Worker:
         except ChildProcessError:
             return 0
 
+    def _exited_now(self, child: Child) -> bool:
+        if child.status is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+                if pid:
+                    child.status = status
+        return child.status is not None
+
+    def live_children(self) -> list[Child]:
+        children = [*self.interpreters.values(), *self.finished]
+        return children + ([self.spare] if self.spare is not None else [])
+
     def live_pids(self) -> set[int]:
-        pids = {child.pid for child in self.interpreters.values()} | {child.pid for child, _ in self.exiting}
-        if self.spare is not None:
-            pids.add(self.spare.pid)
-        return pids
+        return {child.pid for child in self.live_children()}
 
     def has_leftovers(self) -> bool:
-        """Whether a finished child, or a process re-parented to this worker, has not been waited for yet."""
-        return bool(self.exiting) or bool(self._children() - self.live_pids())
+        """Whether a finished child, or a process re-parented to this worker, has not been reaped yet."""
+        return bool(self.finished) or bool(self._children() - self.live_pids())
 
     def _children(self) -> set[int]:
-        try:
-            with open(f"/proc/self/task/{self.pid}/children") as handle:
-                return {int(pid) for pid in handle.read().split()}
-        except OSError:
-            return set()
+        return child_pids(self.pid, self.pid)
 
-    def reap_orphans(self) -> None:
-        """Kill and wait for processes re-parented to this worker (it is a subreaper) that are not live children."""
+    def kill_leftovers(self, dying: list[Child] = ()) -> None:
+        """Kill what finished blocks left running, and reap the processes already dead. Everything a block started
+        stays below this worker (PID 1 of its namespace, or a subreaper), so the strays are the children that are
+        not live and their descendants; a fork bomb forks while it is being killed: until no new one appears."""
+        signaled = {child.pid for child in dying}
         for _ in range(200):
-            stray = self._children() - self.live_pids()
-            if not stray:
-                return
-            for pid in stray:
+            stray = descendants(self._children() - self.live_pids())
+            if not stray - signaled:
+                break
+            for pid in stray - signaled:
                 with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+                    os.kill(pid, signal.SIGKILL)  # once signalled it can fork no more
+            signaled |= stray
+        for pid in self._children() - self.live_pids():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # the dead ones; the dying are reaped on a later pass
 
-    def clean_shared_dirs(self, uid: int | None) -> None:
-        """Without a private /tmp, delete what a finished child's uid left in the world-writable directories."""
-        if not self.fs_isolated:
-            clean_shared_dirs(uid)
+    # ---- files ----------------------------------------------------------------------------------------------------
+
+    def private_files(self) -> set[str]:
+        """Every entry of the worker's private /tmp, /var/tmp and /dev/shm (none outside the namespace modes)."""
+        if not self.setup.isolation.private_tmp:
+            return set()
+        found = set()
+        for path in PRIVATE_DIRS:
+            with contextlib.suppress(OSError):
+                found |= {os.path.join(path, name) for name in os.listdir(path)}
+        return found
+
+    def forget_files(self, child: Child, *, thorough: bool = True) -> None:
+        """Delete a finished child's directory and output file, and what blocks left in the shared directories
+        (not `thorough`: only what appeared there since the last block, enough for a one-off block)."""
+        child.pipe.close()
+        remove(os.path.join(self.runs_root, str(child.pid)))
+        remove(os.path.join(self.runs_root, f"{child.pid}.out"))
+        if self.setup.isolation.private_tmp:
+            kept = set().union(*(live.files for live in self.live_children()))
+            for path in self.private_files() - self.baseline - kept:
+                remove(path)
+        elif child.uid is not None:
+            self.shared_files = clean_shared_dirs(child.uid, set() if thorough else self.shared_files)
 
     def clean_runs_root(self) -> None:
         """Delete anything in the runs directory that does not belong to a live child."""
         live = {str(pid) for pid in self.live_pids()} | {f"{pid}.out" for pid in self.live_pids()}
-        with os.scandir(self.runs_root) as entries:
+        with contextlib.suppress(OSError), os.scandir(self.runs_root) as entries:
             for entry in entries:
-                if entry.name in live:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+                if entry.name not in live:
+                    remove(entry.path)
+
+    # ---- requests -------------------------------------------------------------------------------------------------
 
     def await_result(self, child: Child, deadline: float) -> dict | None:
         """The child's result, or None when it died or the deadline passed (then `child.status` says which)."""
@@ -211,21 +232,19 @@ class Worker:
             return {"status": "error", "output": "The sandbox could not read the result of this block."}
         return {"status": str(result["status"]), "output": str(result["output"])}
 
-    def _exited_now(self, child: Child) -> bool:
-        pid, status = os.waitpid(child.pid, os.WNOHANG)
-        if pid:
-            child.status = status
-        return bool(pid)
-
-    # ---- requests -------------------------------------------------------------------------------------------------
-
     def run(self, code: str, timeout: float, key: str | None) -> dict:
         start = time.monotonic()
+        if self.finished:
+            self.collect()  # nothing an earlier block left may be seen by this one
         child = self.interpreters.get(key) if key is not None else None
         if child is None:
+            if self.spare is not None and self._exited_now(self.spare):  # killed by a block of the same uid
+                self.reap(self.spare)
+                self.spare = None
             child, self.spare = self.spare or self.fork_child(), None
             if key is not None:
                 self.interpreters[key] = child
+        before = self.private_files() if key is not None else set()
         try:
             child.pipe.send({"code": code, "timeout": timeout, "last": key is None})
         except OSError:
@@ -234,8 +253,10 @@ class Worker:
             self.spare = self.fork_child()  # overlaps with the run
         result = self.await_result(child, start + timeout)
         if result is not None and key is None:
-            self.exiting.append((child, time.monotonic() + 1.0))  # it exits by itself; collected after the reply
-        elif result is None:
+            self.finished.append(child)  # collected after the reply
+        elif result is not None:
+            child.files |= self.private_files() - before
+        else:
             timed_out = time.monotonic() >= start + timeout
             if key is not None:
                 self.interpreters.pop(key, None)
@@ -247,25 +268,16 @@ class Worker:
         return result
 
     def collect(self) -> None:
-        """After a reply: close and delete what finished children left; wait for them, reap any stragglers."""
-        still = []
-        for child, deadline in self.exiting:
-            if child.status is None:
-                pid, status = os.waitpid(child.pid, os.WNOHANG)
-                if pid:
-                    child.status = status
-                elif time.monotonic() < deadline:
-                    still.append((child, deadline))
-                else:
-                    self.reap(child)
-            if child.pipe.read_fd is not None:
-                child.pipe.close()
-                shutil.rmtree(os.path.join(self.runs_root, str(child.pid)), ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.runs_root, f"{child.pid}.out"))
-                self.clean_shared_dirs(child.uid)
-        self.exiting = still
-        self.reap_orphans()
+        """After a reply: kill the children that answered (they are exiting anyway) and what they started, and
+        delete their files. Nothing waits for their exit: a killed process runs no more code, and the worker
+        reaps them while it has nothing else to do."""
+        finished, self.finished = self.finished, []
+        for child in finished:
+            with contextlib.suppress(OSError):
+                os.kill(child.pid, signal.SIGKILL)
+        self.kill_leftovers(dying=finished)  # first: nothing may write a file after the cleanup below
+        for child in finished:
+            self.forget_files(child, thorough=False)
         self.clean_runs_root()
 
     @staticmethod
@@ -289,42 +301,45 @@ class Worker:
             self.reap(child)
 
     def close(self) -> None:
-        for child, _ in self.exiting:
-            self.reap(child)
-        self.exiting = []
+        self.collect()
         for key in list(self.interpreters):
             self.forget(key)
         if self.spare is not None:
             spare, self.spare = self.spare, None
             self.reap(spare)
-        self.reap_orphans()
+        self.kill_leftovers()
         shutil.rmtree(self.runs_root, ignore_errors=True)
 
 
 def main() -> int:
-    """Serve requests on stdin/stdout until stdin closes."""
-    protocol_out = os.dup(1)
-    os.dup2(2, 1)  # stray prints from imports go to the log, never into the protocol
+    """Isolate this process, then serve requests on stdin/stdout until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    caller = Pipe(0, protocol_out)
-    reply = caller.send
+    caller = Pipe(0, 1)
     config = caller.receive()
     if config is None:
         return 1
     try:
-        worker = Worker(config)
+        setup = isolate_worker(config)
+        if setup.pid_namespace:
+            enter_pid_namespace()  # from here on this process is PID 1 of the blocks' namespace
+    except BaseException as exc:  # noqa: BLE001 - reported to the caller, which raises it
+        caller.send({"ready": False, "error": f"the sandbox could not isolate itself: {type(exc).__name__}: {exc}"})
+        return 1
+    caller.write_fd = os.dup(1)
+    os.dup2(2, 1)  # stray prints from imports go to the log, never into the protocol
+    try:
+        worker = Worker(config, setup)
         worker.spare = worker.fork_child()
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, which raises it
-        reply({"ready": False, "error": f"{type(exc).__name__}: {exc}", "preamble": isinstance(exc, PreambleError)})
+        error = f"{type(exc).__name__}: {exc}"
+        caller.send({"ready": False, "error": error, "preamble": isinstance(exc, PreambleError)})
         return 1
-    reply(
+    caller.send(
         {
             "ready": True,
-            "pid": os.getpid(),
-            "uid_mode": worker.uid_mode,
-            "net_isolated": worker.net_isolated,
-            "fs_isolated": worker.fs_isolated,
-            "python_visible": worker.python_visible,
+            "isolation": asdict(setup.isolation),
+            "uid_base": setup.uid_base,
+            "runs_root": setup.runs_root,
             "live": sorted(worker.live_pids()),
         }
     )
@@ -338,11 +353,11 @@ def main() -> int:
                 break
             if request["op"] == "run":
                 result = worker.run(request["code"], float(request["timeout"]), request.get("key"))
-                reply(result | {"live": sorted(worker.live_pids())})
+                caller.send(result | {"live": sorted(worker.live_pids())})
                 worker.collect()
             elif request["op"] == "forget":
                 worker.forget(request["key"])
-                reply({"ok": True})
+                caller.send({"ok": True})
     finally:
         worker.close()
     return 0

@@ -1,19 +1,30 @@
 """The time budget of a whole run: how long each problem may take so that all of them fit in the limit.
 
-Kaggle gives AIMO-1 9 hours for 50 problems, served one at a time in an unknown order. Numina used a fixed 48x4 for
-every problem and no clock at all (numina.md §2); the AIMO-2/3 leaders hand each problem a share of the time that
-is left (peers.md §3, §6, §12). `TimeBudget` does the latter:
+Kaggle serves 50 problems one at a time in an unknown order (AIMO-1: 9 h; AIMO-2 and AIMO-3: 5 h). Some are easy:
+with an early stop (k answers agree, or the leader cannot be caught) they end long before any deadline. Others
+are hard and use all the time they get. `TimeBudget` spends what the easy ones save on the hard ones:
 
-    share    = min(stretch x time left / problems left, time left - floor x (problems left - 1))
-    deadline = now + clamp(share, floor, ceiling), never past the end
+    X = (time left - (later easy problems) x e) / (1 + later hard problems)
 
-where "time left" runs to the end of the budget minus the reserve. A problem may take up to `stretch` (2) times
-its fair share, as long as every later problem is still promised `floor` seconds (the AIMO-3 baseline keeps such
-a promise, peers.md §6), and never more than `ceiling`. A hard problem early in a run with time to spare gets the
-time it needs; when time is short, problems get about their fair share rather than a greedy few taking it all. A problem that finishes early leaves its time to the problems after it; one that overruns its deadline
-(by the round running when the deadline passed) takes it from them. The reserve absorbs the overrun of the last problems
-and the time outside `solve` (model loading, the API), so size it to at least one round plus that overhead.
-When no time is left a problem gets a deadline of now, `solve` runs no round and submits its fallback answer.
+where the later hard problems are the `hard_share` x N hard problems expected in the run, less those already seen
+(a problem that ran to its deadline counts as hard), and e is the time an easy problem takes, learned from the
+problems that stopped early (before any has, `easy_share` of a fair share). X is then kept so that every later
+problem is still promised its floor, at least that floor itself, at most `ceiling_s`, and never past the end:
+
+    floor    = min(floor_s, time left / problems left)     (default floor_s: 300/348 of the first fair share)
+    o        = mean overrun (time used - time allotted) of the problems that ran to their deadline
+    deadline = now + min(max(min(X, left - o - (floor + o) x (problems left - 1)), floor), ceiling_s,
+                         max(left - o, floor))
+
+The overrun o is what the synchronous loop adds to a deadline (a started round runs to its end; about 0 with the
+async engine, which cancels at the deadline): every later problem is promised its floor plus that overrun, and the
+current one must end, overrun included, before the end of the run, unless that would leave it less than its floor.
+
+"Time left" runs to the end of the budget minus the reserve. The floor is the AIMO-3 winners' rule
+(`clamp(time left - 300 x (problems left - 1), 300, 900)` on 17,400 s keeps 300 s for every problem to come);
+shrinking it to an equal share when time is short means no problem is left with nothing while time remains.
+`benchmarks/budget.py` chose this rule over the clamp rule, the fair share and the previous stretch rule on
+simulated runs with the hard problems placed first, in the middle, last and at random (docs/benchmarks.md).
 """
 
 import time
@@ -24,38 +35,64 @@ from numina_kit.errors import InputError
 
 
 NINE_HOURS = 9 * 3600.0
+CLAMP_FLOOR = 300 / 348  # the AIMO-3 winners' 300 s per later problem, as a share of their fair share (17,400 s / 50)
+
+
+@dataclass
+class Finished:
+    """What the budget learned from one finished problem."""
+
+    allotted: float
+    used: float
+    hard: bool  # it ran until its deadline (no early stop, not all candidates done)
 
 
 @dataclass
 class TimeBudget:
-    """Hands out per-problem deadlines on `clock` from a whole-run budget that starts when the object is made."""
+    """Hands out per-problem deadlines on `clock` from a whole-run budget that starts when the object is made.
+
+    Call `deadline()` when a problem arrives and `done()` when it is answered; the budget learns from the time each
+    problem used. `ceiling_s` caps one problem (set it to a competition's per-call limit); `floor_s` defaults to
+    300/348 of the first fair share (the AIMO-3 rule's 300 s on 17,400 s for 50 problems).
+    """
 
     total_s: float = NINE_HOURS
     num_problems: int = 50
-    reserve_s: float = 15 * 60.0  # kept back for overruns and loading (Numina declared 9 h - 15 min)
-    floor_s: float = 120.0  # promised to every later problem; the least a problem gets while time remains
-    ceiling_s: float = 1200.0  # the most one problem gets (about twice the 9 h / 50 share)
-    stretch: float = 2.0  # how many fair shares one problem may take
+    reserve_s: float = 15 * 60.0  # kept back for loading, the API and overruns
+    floor_s: float | None = None  # promised to every later problem while time allows
+    ceiling_s: float | None = None  # the most one problem gets
+    hard_share: float = 0.3  # problems expected to run to their deadline
+    easy_share: float = 0.3  # time an easy problem takes before any is seen, in fair shares
+    prior_weight: float = 3.0  # how many problems the easy-time prior counts for
+    hard_margin_s: float = 10.0  # a problem that ends this close to its deadline counts as hard
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=float("nan"))
-    solved: int = 0
+    history: list[Finished] = field(default_factory=list)
+    _problem: tuple[float, float] | None = field(default=None, init=False, repr=False)  # (start, allotted) now open
 
     def __post_init__(self) -> None:
         if self.num_problems < 1:
             raise InputError(f"num_problems must be >= 1, got {self.num_problems}")
         if not 0 <= self.reserve_s < self.total_s:
             raise InputError(f"reserve_s must be in [0, total_s), got {self.reserve_s}")
-        if self.stretch < 1:
-            raise InputError(f"stretch must be >= 1, got {self.stretch}")
-        if not 0 <= self.floor_s <= self.ceiling_s:
-            raise InputError(f"need 0 <= floor_s <= ceiling_s, got {self.floor_s} and {self.ceiling_s}")
+        for name in ("floor_s", "ceiling_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"{name} must be >= 0, got {value}")
+        if not 0 <= self.hard_share <= 1:
+            raise InputError(f"hard_share must be in [0, 1], got {self.hard_share}")
         if self.started != self.started:  # NaN: start now
             self.started = self.clock()
+        self.first_share = (self.total_s - self.reserve_s) / self.num_problems
 
     @property
     def end(self) -> float:
         """The time on `clock` by which all problems must be done, reserve excluded."""
         return self.started + self.total_s - self.reserve_s
+
+    @property
+    def solved(self) -> int:
+        return len(self.history)
 
     @property
     def problems_left(self) -> int:
@@ -65,18 +102,45 @@ class TimeBudget:
         """Seconds left before `end` (negative once past it)."""
         return self.end - self.clock()
 
-    def allotment(self) -> float:
-        """Seconds the next problem gets: up to `stretch` fair shares while `floor_s` stays promised to each later
-        problem, clamped to [floor_s, ceiling_s], and never past `end`."""
+    def floor(self) -> float:
+        """What every problem still to come is promised: `floor_s`, or an equal share when time is short."""
+        floor = CLAMP_FLOOR * self.first_share if self.floor_s is None else self.floor_s
+        return max(min(floor, self.remaining() / self.problems_left), 0.0)
+
+    def share(self) -> float:
+        """X above: the time left shared between the hard problems expected among the rest and the easy ones."""
         left, n = self.remaining(), self.problems_left
-        share = min(self.stretch * left / n, left - self.floor_s * (n - 1))
-        share = min(max(share, self.floor_s), self.ceiling_s)
-        return max(min(share, left), 0.0)
+        easy = [p.used for p in self.history if not p.hard]
+        prior = self.easy_share * self.first_share
+        easy_s = (sum(easy) + prior * self.prior_weight) / (len(easy) + self.prior_weight)
+        hard_seen = sum(p.hard for p in self.history)
+        hard_left = min(max(self.hard_share * self.num_problems - hard_seen, 0.0), n)
+        later_hard = hard_left * (n - 1) / n  # the expected hard problems among the later ones
+        return (left - (n - 1 - later_hard) * easy_s) / (1 + later_hard)
+
+    def overrun(self) -> float:
+        """How far past their deadlines the problems that ran to them went, on average (0 before any did)."""
+        over = [max(p.used - p.allotted, 0.0) for p in self.history if p.hard]
+        return sum(over) / len(over) if over else 0.0
+
+    def allotment(self) -> float:
+        """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
+        left, floor, over = self.remaining(), self.floor(), self.overrun()
+        allotted = max(min(self.share(), left - over - (floor + over) * (self.problems_left - 1)), floor)
+        if self.ceiling_s is not None:
+            allotted = min(allotted, self.ceiling_s)
+        return max(min(allotted, max(left - over, floor)), 0.0)  # never less than the floor while time remains
 
     def deadline(self) -> float:
-        """The absolute time on `clock` at which the next problem must stop generating."""
-        return self.clock() + self.allotment()
+        """The absolute time on `clock` at which the next problem must stop; starts that problem's clock."""
+        now, allotted = self.clock(), self.allotment()
+        self._problem = (now, allotted)
+        return now + allotted
 
     def done(self) -> None:
-        """Record that a problem is finished, so the time left is shared among one problem fewer."""
-        self.solved += 1
+        """Record that the problem is finished: the time it used, and whether it ran to its deadline."""
+        now = self.clock()
+        start, allotted = self._problem if self._problem is not None else (now, 0.0)
+        used = now - start
+        self.history.append(Finished(allotted, used, hard=used >= allotted - self.hard_margin_s))
+        self._problem = None

@@ -25,7 +25,7 @@ through `advance` with one pipeline each (`SCTIRConfig.engine` picks; see `solve
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from numina_kit.models.base import Generator
 from numina_kit.models.streaming import is_streaming
@@ -64,6 +64,7 @@ def solve(
     executor: Sandbox | None = None,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    prompts: Sequence[str] | None = None,
 ) -> Solution:
     """Solve one problem with SC-TIR and return the voted answer; never raises for model or sandbox failures.
 
@@ -76,26 +77,29 @@ def solve(
         deadline: a time on `clock` after which no new round starts; the round running then still finishes (the
             async engine instead cancels what is running, so it ends within about a second of the deadline).
         clock: the time source (tests and the budget simulation inject a fake one).
+        prompts: one prompt per candidate instead of `render_prompt(problem)` for all (JiuZhang data synthesis runs
+            one candidate per request in one batch; the vote is then not meaningful); always the rounds below.
     """
     config = resolve_protocol(config, generator)
-    if config.engine == "async" or (config.engine == "auto" and is_streaming(generator)):
+    if prompts is None and (config.engine == "async" or (config.engine == "auto" and is_streaming(generator))):
         return solve_in_pipelines(problem, generator, config, executor=executor, deadline=deadline, clock=clock)
     if executor is None:
         with Sandbox(config.executor) as sandbox:
-            return solve(problem, generator, config, executor=sandbox, deadline=deadline, clock=clock)
+            return solve(problem, generator, config, executor=sandbox, deadline=deadline, clock=clock, prompts=prompts)
     start = clock()
-    # 1) one prompt, copied into every candidate, in the model's format
+    # 1) one prompt, copied into every candidate, in the model's format (or one given prompt per candidate)
     protocol = start_protocol(config, generator, executor)
-    prompt = protocol.render_prompt(problem)
+    prompts = list(prompts) if prompts is not None else [protocol.render_prompt(problem)] * config.num_candidates
     count = generator.count_tokens
-    prompt_tokens = count(prompt)
-    candidates = [Candidate(index=i) for i in range(config.num_candidates)]
+    sizes = {prompt: count(prompt) for prompt in set(prompts)}
+    prompt_tokens = [sizes[prompt] for prompt in prompts]
+    candidates = [Candidate(index=i) for i in range(len(prompts))]
     run_id = uuid.uuid4().hex[:12]  # names each candidate's interpreter uniquely within a shared sandbox
     keys = {c.index: f"{run_id}-{c.index}" for c in candidates}
     solution = Solution(answer=0, votes=[], candidates=candidates, stop_reason="max rounds")
     for round_ in range(config.max_rounds):
         for c in running(candidates):
-            if prompt_tokens + c.tokens >= config.max_context_tokens:
+            if prompt_tokens[c.index] + c.tokens >= config.max_context_tokens:
                 finish(c, CandidateStatus.PRUNED, round_, reason="context limit")
         live = running(candidates)
         if not live:
@@ -107,10 +111,10 @@ def solve(
             break
         # 2) one batched generation over the running candidates
         params = sampling(config, protocol, seed=None if config.seed is None else config.seed + 1_000_003 * round_)
-        solution.prompt_tokens += sum(prompt_tokens + c.tokens for c in live)
+        solution.prompt_tokens += sum(prompt_tokens[c.index] + c.tokens for c in live)
         tick = clock()
         try:
-            completions = generator.generate([prompt + c.text for c in live], params)
+            completions = generator.generate([prompts[c.index] + c.text for c in live], params)
             if len(completions) != len(live):
                 raise RuntimeError(f"generator returned {len(completions)} completions for {len(live)} prompts")
         except Exception as error:  # a model failure must not lose the answers already found

@@ -19,7 +19,8 @@ from numina_kit.answers.equivalence import is_equivalent
 
 
 CASES = json.loads((Path(__file__).parents[1] / "cases" / "answers.json").read_text())
-GRACE_S = 0.5  # fork, kill and reap on a loaded 2-core machine
+HANG_GUARD_S = 60.0  # not a performance bound: a call that is not cut off runs for hours; how soon it is, is measured
+# in benchmarks/answers.py, not here (the house rule: no timing thresholds in unit tests)
 
 
 def _ids(cases: list[list]) -> list[str]:
@@ -55,7 +56,7 @@ def _timed(gold: str, candidate: str, timeout: float) -> tuple[bool, float]:
 def test_hanging_sympy_call_is_cut_off_and_the_worker_replaced() -> None:
     verdict, elapsed = _timed("5^{5^{5^5}}", "3", timeout=1.0)
     assert verdict is False
-    assert elapsed < 1.0 + GRACE_S
+    assert elapsed < 1.0 + HANG_GUARD_S
     assert is_equivalent("x^2-1", "(x-1)(x+1)", timeout=10.0) is True  # a fresh worker serves the next call
 
 
@@ -64,29 +65,27 @@ def test_huge_input_returns_within_the_timeout() -> None:
     for gold, candidate, expected in [(huge, "500001", False), (huge, huge, True), ("500001", huge, False)]:
         verdict, elapsed = _timed(gold, candidate, timeout=1.0)
         assert verdict is expected
-        assert elapsed < 1.0 + GRACE_S
+        assert elapsed < 1.0 + HANG_GUARD_S
 
 
 COLD_CALL = """
-import threading, time
+import threading
 from numina_kit.answers.equivalence import is_equivalent
 result = []
-def call():
-    start = time.monotonic()
-    result.append((is_equivalent("5^{5^{5^5}}", "3", timeout=1.5), time.monotonic() - start))
-thread = threading.Thread(target=call)
+thread = threading.Thread(target=lambda: result.append(is_equivalent("5^{5^{5^5}}", "3", timeout=1.5)))
 thread.start()
 thread.join()
-print(result[0][0], result[0][1])
+print(result[0])
 """
 
 
 def test_first_call_in_a_fresh_process_from_a_thread_returns() -> None:
-    """The first call also pays the one-time import and warm-up of math-verify (a few seconds at most)."""
-    out = subprocess.run([sys.executable, "-c", COLD_CALL], capture_output=True, text=True, timeout=60, check=True)
-    verdict, elapsed = out.stdout.split()
-    assert verdict == "False"
-    assert 1.5 <= float(elapsed) < 1.5 + 10.0
+    """The first call also pays the one-time import and warm-up of math-verify; from a thread it must still return
+    (a hanging input gives False) rather than hang the process."""
+    out = subprocess.run(
+        [sys.executable, "-c", COLD_CALL], capture_output=True, text=True, timeout=5 * HANG_GUARD_S, check=True
+    )
+    assert out.stdout.split() == ["False"]
 
 
 def test_works_from_threads_without_signals(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,7 +109,7 @@ def test_works_from_threads_without_signals(monkeypatch: pytest.MonkeyPatch) -> 
         thread.join()
     assert results["hang"][0] is False
     for _, elapsed in results.values():
-        assert elapsed < 3.0 + GRACE_S
+        assert elapsed < 3.0 + HANG_GUARD_S
     # the two real checks may queue behind the hanging one; either they got their verdict or ran out of time
     assert results["sqrt"][0] is True or results["sqrt"][1] >= 3.0
     assert results["tuple"][0] is True or results["tuple"][1] >= 3.0

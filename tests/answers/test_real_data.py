@@ -6,7 +6,7 @@
   answers are not equivalent;
 - `parse_integer` reads every integer answer of the evaluation sets as the README's `answer_int`.
 
-`answers_agree`, `equivalent_forms` and `load_rows` live in numina_kit.testing, so that benchmarks/answers.py records
+`answers_agree` and `equivalent_forms` live in numina_kit.testing, so that benchmarks/answers.py records
 the same figures with timings without importing this module.
 """
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from numina_kit.answers import extract_answer, is_equivalent, parse_integer, to_competition_answer
-from numina_kit.testing import answers_agree, equivalent_forms, load_rows
+from numina_kit.data.jsonl import read_jsonl
+from numina_kit.testing import answers_agree, equivalent_forms
 
 
 INTEGER_SETS = ["aime_2022", "aime_2023", "amc_2022", "gsm8k_test", "aimo1_train", "aimo3_reference", "math500"]
 
 
 def test_extraction_agrees_with_recorded_model_pred(shared_data: Path) -> None:
-    rows = [row for row in load_rows(shared_data / "tir_traces_sample.jsonl") if row.get("model_pred") is not None]
+    rows = [row for row in read_jsonl(shared_data / "tir_traces_sample.jsonl") if row.get("model_pred") is not None]
     disagreements = [row for row in rows if answers_agree(row["model_pred"], extract_answer(row["solution"])) is None]
     assert len(rows) > 2000
     assert 1 - len(disagreements) / len(rows) >= 0.99
@@ -32,7 +33,7 @@ def test_extraction_agrees_with_recorded_model_pred(shared_data: Path) -> None:
 
 
 def test_corpus_traces_box_their_reference_answer(shared_data: Path) -> None:
-    rows = [row for row in load_rows(shared_data / "tir_traces_sample.jsonl") if row["kind"] == "tora-corpus"]
+    rows = [row for row in read_jsonl(shared_data / "tir_traces_sample.jsonl") if row["kind"] == "tora-corpus"]
     disagreeing = {row["id"] for row in rows if not answers_agree(row["answer"], extract_answer(row["solution"]))}
     assert len(rows) == 20
     # the one trace that boxes both roots `-2x - 1, 2x + 1` where MATH's reference keeps only `-2x-1`
@@ -42,7 +43,7 @@ def test_corpus_traces_box_their_reference_answer(shared_data: Path) -> None:
 def test_math500_answers_are_equivalent_to_their_rewritten_forms(shared_data: Path) -> None:
     failures = []
     num_forms = 0
-    for row in load_rows(shared_data / "math500.jsonl"):
+    for row in read_jsonl(shared_data / "math500.jsonl"):
         for name, form in equivalent_forms(row["answer"]).items():
             num_forms += 1
             if not is_equivalent(row["answer"], form, timeout=10.0):
@@ -52,7 +53,7 @@ def test_math500_answers_are_equivalent_to_their_rewritten_forms(shared_data: Pa
 
 
 def test_math500_different_answers_are_not_equivalent(shared_data: Path) -> None:
-    answers = [row["answer"] for row in load_rows(shared_data / "math500.jsonl")]
+    answers = [row["answer"] for row in read_jsonl(shared_data / "math500.jsonl")]
     pairs = [(a, b) for a, b in zip(answers[::8], answers[1::8], strict=False) if a != b]
     judged_equal = [(a, b) for a, b in pairs if is_equivalent(a, b, timeout=10.0)]
     assert len(pairs) > 50
@@ -61,7 +62,7 @@ def test_math500_different_answers_are_not_equivalent(shared_data: Path) -> None
 
 @pytest.mark.parametrize("name", INTEGER_SETS)
 def test_parse_integer_reads_every_integer_answer(shared_data: Path, name: str) -> None:
-    for row in load_rows(shared_data / f"{name}.jsonl"):
+    for row in read_jsonl(shared_data / f"{name}.jsonl"):
         value = parse_integer(row["answer"])
         if row["answer_int"] is not None:
             assert value == row["answer_int"], row["id"]
@@ -70,12 +71,12 @@ def test_parse_integer_reads_every_integer_answer(shared_data: Path, name: str) 
 
 
 def test_competition_rules_on_competition_answers(shared_data: Path) -> None:
-    for row in load_rows(shared_data / "aimo3_reference.jsonl"):
+    for row in read_jsonl(shared_data / "aimo3_reference.jsonl"):
         assert to_competition_answer(row["answer"], "aimo3") == row["answer_int"]
     for name in ["aime_2022", "aime_2023", "aimo1_train"]:
-        for row in load_rows(shared_data / f"{name}.jsonl"):
+        for row in read_jsonl(shared_data / f"{name}.jsonl"):
             assert to_competition_answer(row["answer"], "aimo2") == row["answer_int"]
             assert to_competition_answer(row["answer"], "aimo1") == row["answer_int"]
-    for row in load_rows(shared_data / "amc_2022.jsonl"):
+    for row in read_jsonl(shared_data / "amc_2022.jsonl"):
         expected = row["answer_int"] % 1000 if row["answer_int"] >= 0 else None
         assert to_competition_answer(row["answer"], "aimo1") == expected, row["id"]

@@ -2,8 +2,8 @@
 
 Covers the completions and chat request bodies, the API key from an environment variable, the stop string put back
 (vLLM's `stop_reason`, or inferred for hosted APIs), retries of 429/500/malformed replies/hangs (client timeout),
-fatal 4xx errors, bounded concurrency, chat turns made from a ToRA prompt (any other prompt is one user turn), and
-`extra_body` given as JSON text.
+fatal 4xx errors, bounded concurrency, chat turns made from a ToRA prompt (any other prompt is one user turn),
+`extra_body` given as JSON text, and one seed per prompt of a batch (`seed + i`, the `Generator` rule).
 """
 
 import pytest
@@ -160,3 +160,10 @@ def test_extra_body_from_json_text() -> None:
 def test_bad_config(key: str, value: object) -> None:
     with pytest.raises(InputError):
         TeacherConfig(**{key: value})
+
+
+def test_a_batch_gets_one_seed_per_prompt_as_the_generator_protocol_says() -> None:
+    replies = [completion_reply("So $\\boxed{1}$.") for _ in range(3)]
+    with OpenAIServer(sequence(*replies)) as server:
+        teacher(server.url).generate([render_prompt("p")] * 3, PARAMS)
+    assert sorted(body["seed"] for _, body, _ in server.requests) == [7, 8, 9]

@@ -86,14 +86,14 @@ def test_papermill_reads_every_parameter_and_the_command_sets_only_those(tmp_pat
     args.max_context_tokens = 1024
     injected = command.build_parameters(args, num_problems=4, problems_file=tmp_path / "p.jsonl", out=tmp_path)
     assert set(inspected) >= PARAMETERS and set(injected) <= set(inspected)
-    assert injected["TOTAL_BUDGET_S"] == 120 and injected["PROBLEM_FLOOR_S"] == 15
+    assert injected["TOTAL_BUDGET_S"] == 120 and injected["PROBLEM_FLOOR_S"] is None  # TimeBudget's default floor
     assert injected["RESERVE_S"] < injected["TOTAL_BUDGET_S"]
     # the defaults come from the command's recipe (configs/cpu_demo.yaml), and the settings used are saved
     assert (injected["NUM_CANDIDATES"], injected["MAX_NEW_TOKENS"], injected["COMPETITION"]) == (8, 256, "aimo1")
     assert Path(injected["RECIPE"]).read_text().count("num_candidates: 8") == 1
 
 
-@pytest.mark.parametrize(("competition", "ceiling"), [("aimo2", 1800 - 60), ("aimo3", 100 * 3600 / 4)])
+@pytest.mark.parametrize(("competition", "ceiling"), [("aimo2", 1800 - 60), ("aimo3", None), ("aimo1", None)])
 def test_a_large_budget_never_gives_a_problem_more_than_one_call_may_take(tmp_path, competition, ceiling):
     import argparse
 
@@ -130,6 +130,33 @@ def test_notebook_has_no_algorithm_code(notebook):
     imports = "\n".join(cell.source for cell in code_cells(notebook))
     for name in ("load_generator", "kaggle.make_predict", "kaggle.serve", "TimeBudget", "notebook_config"):
         assert name in imports
+
+
+@pytest.mark.parametrize("competition", ["aimo1", "aimo2", "aimo3"])
+def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, competition):
+    """The notebook's `TimeBudget(...)`, evaluated with its own parameters, is `benchmarks/budget.py`'s "default":
+    TimeBudget's own policy and floor, capped only by the competition's per-call limit."""
+    import time
+
+    from numina_kit.answers import competition_rule
+    from numina_kit.sctir.budget import CLAMP_FLOOR, TimeBudget
+
+    values = {}
+    exec(code_cells(notebook)[0].source, {}, values)
+    values.update(COMPETITION=competition, NOTEBOOK_START=time.monotonic(), time=time, TimeBudget=TimeBudget)
+    values["rule"] = rule = competition_rule(competition, kaggle=True)
+    cell = next(cell.source for cell in code_cells(notebook) if "TimeBudget(" in cell.source)
+    call = next(
+        node
+        for node in ast.walk(ast.parse(cell))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TimeBudget"
+    )
+    budget = eval(compile(ast.Expression(call), "budget cell", "eval"), values)
+    default = TimeBudget(total_s=budget.total_s, num_problems=budget.num_problems, reserve_s=budget.reserve_s)
+    for name in ("floor_s", "hard_share", "easy_share", "prior_weight", "hard_margin_s"):
+        assert getattr(budget, name) == getattr(default, name), name
+    assert budget.ceiling_s == rule.max_problem_s  # AIMO-2: 30 minutes less one; else none
+    assert budget.floor() == pytest.approx(CLAMP_FLOOR * budget.first_share)
 
 
 def install_cell(notebook):

@@ -241,3 +241,22 @@ def test_a_worker_method_set_by_the_user_is_kept(real_vllm, model_dir: Path, mon
     RecordingLLM.started.clear()
     load_generator(model_dir, backend="vllm")
     assert RecordingLLM.started[0][1] == "fork"
+
+
+def test_sampling_params_carry_the_protocols_settings_and_a_per_prompt_seed():
+    from numina_kit.models.base import SamplingParams
+    from numina_kit.models.vllm import sampling_params
+
+    fake = types.SimpleNamespace(SamplingParams=dict)
+    params = SamplingParams(
+        temperature=1.0, min_p=0.02, stop=("<|call|>",), skip_special_tokens=False, logprobs=5, seed=7
+    )
+    built = sampling_params(fake, params, seed=9)
+    assert built["seed"] == 9 and sampling_params(fake, params)["seed"] == 7
+    assert (built["min_p"], built["stop"], built["skip_special_tokens"], built["logprobs"]) == (
+        0.02,
+        ["<|call|>"],
+        False,
+        5,
+    )
+    assert built["include_stop_str_in_output"] is True

@@ -9,7 +9,9 @@ competition's data; the test skips otherwise).
 
 import copy
 import importlib
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import yaml
 from numina_kit.models.load import load_generator
 from numina_kit.sandbox.pool import Sandbox
 from numina_kit.sctir.loop import SCTIRConfig, solve
-from numina_kit.testing import TOOL_PROBLEM, make_tool_model
+from numina_kit.testing import IN_PROCESS_VLLM_ARGS, TOOL_PROBLEM, VLLM_MISSING, make_tool_model
 
 
 pytestmark = pytest.mark.slow
@@ -36,26 +38,21 @@ def tool_models(tmp_path_factory):
     return {name: make_tool_model(name, folder / name, options=PROTOCOLS[name]) for name in PROTOCOLS}
 
 
+def solve_with(path, generator=None, **settings):
+    """SC-TIR on `TOOL_PROBLEM` with the tiny model at `path` (greedy; transformers unless `generator` is given),
+    `settings` on top."""
+    values = dict(num_candidates=2, max_rounds=4, temperature=0.0, max_new_tokens=96, max_context_tokens=2048)
+    config = SCTIRConfig(**values | dict(competition="aimo3", restart_on_fail=False) | settings)
+    with Sandbox(config.executor) as sandbox:
+        return solve(TOOL_PROBLEM, generator or load_generator(path, backend="hf"), config, executor=sandbox)
+
+
 @pytest.mark.parametrize("engine", ["sync", "async"])
 @pytest.mark.parametrize("name", ["harmony", "qwen3"])
 def test_a_tiny_model_of_the_family_solves_through_its_protocol(tool_models, name, engine):
     path, loss = tool_models[name]
     assert loss < 0.05
-    generator = load_generator(path, backend="hf")
-    config = SCTIRConfig(
-        num_candidates=2,
-        max_rounds=4,
-        temperature=0.0,
-        max_new_tokens=96,
-        max_context_tokens=2048,
-        competition="aimo3",
-        restart_on_fail=False,
-        protocol=PROTOCOLS[name],
-        engine=engine,
-        logprobs=3,
-    )
-    with Sandbox(config.executor) as sandbox:
-        solution = solve(TOOL_PROBLEM, generator, config, executor=sandbox)
+    solution = solve_with(path, protocol=PROTOCOLS[name], engine=engine, logprobs=3)
     assert solution.answer == 43 and solution.votes == [(43, 2)] and not solution.is_fallback
     for candidate in solution.candidates:
         assert candidate.code_runs == 2 and candidate.from_code
@@ -66,21 +63,25 @@ def test_a_tiny_model_of_the_family_solves_through_its_protocol(tool_models, nam
 
 def test_a_stateless_interpreter_loses_the_variable(tool_models):
     path, _ = tool_models["qwen3"]
-    generator = load_generator(path, backend="hf")
-    config = SCTIRConfig(
-        num_candidates=1,
-        max_rounds=3,
-        temperature=0.0,
-        max_new_tokens=96,
-        max_context_tokens=2048,
-        competition="aimo3",
-        restart_on_fail=False,
-        protocol="qwen3",  # Qwen3's default: a fresh interpreter per call
-    )
-    assert config.executor.stateful is False
-    with Sandbox(config.executor) as sandbox:
-        solution = solve(TOOL_PROBLEM, generator, config, executor=sandbox)
+    solution = solve_with(path, protocol="qwen3", num_candidates=1)  # Qwen3's default: a fresh interpreter per call
     assert "NameError: name 'x' is not defined" in solution.candidates[0].text
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", ["harmony", "qwen3"])
+def test_a_tiny_model_of_the_family_solves_on_vllms_engine(tool_models, name):
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip(VLLM_MISSING)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave the CPU affinity of other processes alone
+    path, _ = tool_models[name]
+    # AsyncLLM (the notebook's engine for vLLM): the async SC-TIR engine; closed so no engine process outlives the test
+    generator = load_generator(path, backend="vllm", streaming=True, max_model_len=2048, **IN_PROCESS_VLLM_ARGS)
+    try:
+        solution = solve_with(path, generator, protocol=PROTOCOLS[name], logprobs=3)
+    finally:
+        generator.close()
+    assert solution.answer == 43 and solution.votes == [(43, 2)]
+    assert all(c.code_runs == 2 and c.last_output == "43" and c.mean_entropy is not None for c in solution.candidates)
 
 
 def real_aimo3_gateway() -> bool:

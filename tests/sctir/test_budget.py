@@ -1,77 +1,142 @@
 """Tests for numina_kit.sctir.budget: per-problem deadlines from a whole-run budget, on a fake clock.
 
-Covers the share (up to `stretch` fair shares, a floor promised to later problems), the floor and ceiling clamps, time handed on by early finishers, the end of the budget
-(deadline = now, never past the end) and bad arguments. Run: `pytest tests/test_budget.py`.
+Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
+the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
+nothing while time remains), the overrun learned and kept for later problems, the ceiling (a competition's per-call limit), what the budget learns from finished
+problems, the end of the budget, and bad arguments.
 """
+
+import random
 
 import pytest
 
-from numina_kit.sctir.budget import TimeBudget
+from numina_kit.errors import InputError
+from numina_kit.sctir.budget import CLAMP_FLOOR, TimeBudget
 from numina_kit.testing import FakeClock
 
 
 def budget(clock, **overrides) -> TimeBudget:
-    kwargs = {"total_s": 1000.0, "num_problems": 10, "reserve_s": 100.0, "floor_s": 10.0, "ceiling_s": 200.0}
-    return TimeBudget(**{**kwargs, **overrides}, clock=clock)
+    return TimeBudget(**{"total_s": 17400.0, "num_problems": 50, "reserve_s": 0.0, **overrides}, clock=clock)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "allotment"),
-    [
-        ({}, 180.0),  # two fair shares of (1000 - 100) / 10
-        ({"stretch": 1.0}, 90.0),  # one fair share
-        ({"num_problems": 3}, 200.0),  # min(2 * 900 / 3, 900 - 2 * 10) = 600, cut to the ceiling
-        ({"num_problems": 3, "floor_s": 200.0, "ceiling_s": 1000.0}, 500.0),  # 900 - 2 * 200 promised to later ones
-        ({"ceiling_s": 50.0}, 50.0),
-        ({"floor_s": 120.0}, 120.0),
-        ({"num_problems": 1}, 200.0),  # one problem: the ceiling, not the whole 900 s
-        ({"num_problems": 1, "ceiling_s": 5000.0}, 900.0),  # never past the end of the budget
-    ],
-)
-def test_first_allotment(overrides, allotment):
-    clock = FakeClock()
-    b = budget(clock, **overrides)
-    assert b.allotment() == pytest.approx(allotment)
-    assert b.deadline() == pytest.approx(clock.now + allotment)
+def finish(b: TimeBudget, clock: FakeClock, seconds: float) -> None:
+    """Run one problem for `seconds` (or to its deadline, if sooner)."""
+    deadline = b.deadline()
+    clock.now = min(clock.now + seconds, deadline)
+    b.done()
 
 
-def test_early_finishers_leave_their_time_to_later_problems():
+def test_first_allotment_shares_the_run_between_expected_hard_and_easy_problems():
+    b = budget(FakeClock())
+    share = 17400 / 50
+    later_hard = 15 * 49 / 50  # 30% of 50 problems are expected to be hard
+    expected = (17400 - (49 - later_hard) * 0.3 * share) / (1 + later_hard)
+    assert b.allotment() == pytest.approx(expected)
+    assert 2 * share < b.allotment() < 3 * share  # between the fair share and the clamp rule's 900 s
+
+
+def test_easy_problems_leave_their_time_to_the_hard_ones():
     clock = FakeClock()
     b = budget(clock)
-    clock.now += 30.0  # used 30 of its 90 s
-    b.done()
-    assert b.allotment() == pytest.approx(2 * (900 - 30) / 9)
+    first = b.allotment()
+    for _ in range(20):
+        finish(b, clock, 60.0)  # early stops: a minute each
+    assert not any(p.hard for p in b.history)
+    assert b.allotment() > first
 
 
-def test_overrun_is_taken_from_later_problems_and_the_end_is_never_passed():
+def test_problems_that_ran_to_their_deadline_count_as_the_expected_hard_ones():
+    clock = FakeClock()
+    b = budget(clock)
+    for _ in range(15):  # the 15 expected hard problems come first and use all they get
+        finish(b, clock, 10**6)
+    assert all(p.hard for p in b.history) and b.remaining() > 0
+    # no hard problem is expected any more: the next one gets the time left less the easy ones' expected time
+    assert b.allotment() == pytest.approx(b.remaining() - 34 * b.floor())
+
+
+@pytest.mark.parametrize("placement", ["front", "back", "random"])
+def test_never_nothing_while_time_remains_and_never_past_the_end(placement):
+    clock = FakeClock()
+    b = budget(clock, total_s=3000.0)  # far too short: most problems get their floor
+    needs = [10**6] * 15 + [120.0] * 35
+    if placement == "back":
+        needs.reverse()
+    elif placement == "random":
+        random.Random(0).shuffle(needs)
+    for need in needs:
+        left = b.remaining()
+        allotted = b.allotment()
+        assert allotted <= left + 1e-9
+        if left > 0:
+            assert allotted >= min(b.floor(), left) - 1e-9 and b.floor() > 0
+        finish(b, clock, need)
+    assert clock.now <= b.end + 1e-9
+
+
+def test_the_floor_is_promised_to_every_later_problem():
+    clock = FakeClock()
+    b = budget(clock, floor_s=300.0)
+    clock.now = 17400 - 49 * 300 - 400  # behind schedule: 400 s more than the floors of the later problems
+    assert b.share() > 400 and b.allotment() == pytest.approx(400.0)  # the later ones keep their 300 s each
+    clock.now = 17400 - 10 * 50  # far behind: 500 s left for 50 problems
+    assert b.floor() == pytest.approx(10.0) and b.allotment() == pytest.approx(10.0)  # an equal share each
+
+
+def test_an_overrun_is_kept_for_every_later_problem_and_before_the_end():
+    """The synchronous loop finishes the round it started: the mean overrun seen is promised to every later problem."""
     clock = FakeClock()
     b = budget(clock, floor_s=100.0)
-    clock.now = 850.0  # the first problem ran long: 50 s left for 9 problems
+    clock.now = b.deadline() + 100.0  # ran 100 s past its deadline
     b.done()
-    assert b.allotment() == pytest.approx(50.0)  # the floor is cut to what is left
-    clock.now = 950.0
-    assert b.allotment() == 0.0 and b.deadline() == clock.now
+    assert b.history[0].hard and b.overrun() == pytest.approx(100.0)
+    clock.now = 17400 - (48 * 200 + 100 + 400)  # 400 s more than 48 later floors + overruns and this one's overrun
+    assert b.share() > 400 and b.allotment() == pytest.approx(400.0)
+    one_left = budget(FakeClock(), num_problems=2, floor_s=100.0)
+    one_left.clock.now = one_left.deadline() + 50.0
+    one_left.done()
+    assert one_left.allotment() == pytest.approx(one_left.remaining() - 50.0)  # ends its overrun before the end
+    one_left.clock.now = one_left.end - 30.0  # less time left than the overrun seen: the last one still gets it all
+    assert one_left.allotment() == pytest.approx(30.0)
 
 
-def test_done_more_than_num_problems_keeps_one_share():
+def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
+    b = budget(FakeClock(), total_s=36000.0, reserve_s=3600.0)
+    assert b.floor() == pytest.approx(CLAMP_FLOOR * 32400 / 50)
+    assert budget(FakeClock()).floor() == pytest.approx(300.0)  # AIMO-3: 300 s on 17,400 s
+
+
+@pytest.mark.parametrize(("ceiling", "expected"), [(None, 8700.0), (600.0, 600.0), (20000.0, 8700.0)])
+def test_the_ceiling_caps_one_problem(ceiling, expected):
+    b = budget(FakeClock(), ceiling_s=ceiling, num_problems=2, hard_share=1.0)  # both hard: half each
+    assert b.allotment() == pytest.approx(expected)
+
+
+def test_a_per_call_ceiling_holds_even_when_one_problem_is_left():
+    b = budget(FakeClock(), num_problems=1, ceiling_s=1740.0)
+    assert b.allotment() == 1740.0 and b.deadline() == 1740.0
+
+
+def test_past_the_end_the_deadline_is_now():
     clock = FakeClock()
-    b = budget(clock, num_problems=1)
+    b = budget(clock, total_s=1000.0, num_problems=3)
+    clock.now = 2000.0
+    assert b.allotment() == 0.0 and b.deadline() == clock.now
     b.done()
-    b.done()
-    assert b.problems_left == 1 and b.allotment() == pytest.approx(200.0)
+    assert b.solved == 1 and b.history[0].hard
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
         {"num_problems": 0},
-        {"reserve_s": 1000.0},
+        {"reserve_s": 17400.0},
         {"reserve_s": -1.0},
-        {"floor_s": 300.0},
         {"floor_s": -1.0},
-        {"stretch": 0.5},
+        {"ceiling_s": -5.0},
+        {"hard_share": 1.5},
     ],
 )
-def test_bad_arguments(overrides):
-    with pytest.raises(ValueError):
+def test_bad_arguments_are_input_errors(overrides):
+    with pytest.raises(InputError):
         budget(FakeClock(), **overrides)
