@@ -9,7 +9,6 @@ k, and a bootstrap over problems of the accuracy difference at every k).
 """
 
 import dataclasses
-import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from numina_kit.answers import GENERAL, is_equivalent, judge
 from numina_kit.data.jsonl import read_jsonl
 from numina_kit.data.problems import Problem
 from numina_kit.errors import InputError
+from numina_kit.eval.statistics import pass_at_k, sign_test
 from numina_kit.sctir.candidates import Candidate, CandidateStatus, voted_in_order
 from numina_kit.sctir.selection import Selector
 
@@ -62,13 +62,6 @@ def load_stored(solutions: str | Path, problems: Iterable[Problem]) -> list[Stor
     if not stored:
         raise InputError(f"{solutions}: no stored solutions")
     return stored
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The chance that k of n candidates drawn without replacement include one of the c right ones (unbiased)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 @dataclass
@@ -189,14 +182,5 @@ def paired_comparison(
     if k == scores.ks[-1]:
         wins = sum(a > b for a, b in zip(ours, theirs, strict=True))
         losses = sum(a < b for a, b in zip(ours, theirs, strict=True))
-        mcnemar = mcnemar_exact(wins, losses)
+        mcnemar = sign_test(wins, losses)  # McNemar's exact test on 0/1 outcomes
     return Comparison(name, baseline, k, difference, low, high, bootstrap_p, wins, losses, mcnemar)
-
-
-def mcnemar_exact(wins: int, losses: int) -> float:
-    """Two-sided exact McNemar p-value: the binomial test of `wins` against `losses` at one half."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
-    return min(1.0, 2 * tail)

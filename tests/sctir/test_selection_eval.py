@@ -12,9 +12,7 @@ from numina_kit.sctir.selection import CodeVerified, Majority
 from numina_kit.sctir.selection_eval import (
     candidate_from_dict,
     load_stored,
-    mcnemar_exact,
     paired_comparison,
-    pass_at_k,
     score_selectors,
 )
 
@@ -35,20 +33,6 @@ def stored_file(tmp_path, rows: list[tuple[str, int, list[Candidate]]]):
             )
             handle.write("\n")
     return path
-
-
-@pytest.mark.parametrize(
-    ("n", "c", "k", "expected"), [(4, 0, 2, 0.0), (4, 4, 1, 1.0), (4, 1, 1, 0.25), (4, 1, 2, 0.5), (4, 3, 2, 1.0)]
-)
-def test_pass_at_k_is_the_chance_a_k_subset_holds_a_right_answer(n: int, c: int, k: int, expected: float) -> None:
-    assert pass_at_k(n, c, k) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize(
-    ("wins", "losses", "p"), [(0, 0, 1.0), (3, 3, 1.0), (6, 0, 0.03125), (0, 6, 0.03125), (5, 1, 0.21875)]
-)
-def test_mcnemar_exact_two_sided(wins: int, losses: int, p: float) -> None:
-    assert mcnemar_exact(wins, losses) == pytest.approx(p)
 
 
 def test_a_candidate_survives_the_round_trip_through_solutions_jsonl() -> None:
