@@ -109,7 +109,7 @@ def evaluate(
 def score(problem: Problem, seed: int, solution: Solution, competition: str) -> ProblemResult:
     """Compare a solution and each of its candidates with the problem's reference answer."""
     reference = problem.answer or ""
-    voted = sorted((c for c in solution.candidates if c.voted), key=lambda c: (c.finished_round, c.index))
+    voted = solution.voted  # in the order they finished
     classes: list[int | str] = []  # one representative answer per label
     labels: list[int | None] = []
     for candidate in voted:

@@ -81,12 +81,11 @@ class HFGenerator:
         tracker = _FinishTracker(
             self.tokenizer, input_ids.shape[1], limits, params.stop, self.eos_token_ids, params.skip_special_tokens
         )
-        processors = LogitsProcessorList()
-        entropies = _EntropyRecorder(params.logprobs) if params.logprobs else None
-        if entropies is not None:
-            processors.append(entropies)
+        sampler = None
         if params.temperature > 0:
-            processors.append(_SeededSampler(seeds, params.temperature, params.top_p, self.device, params.min_p))
+            sampler = _SeededSampler(seeds, params.temperature, params.top_p, self.device, params.min_p)
+        recorder = _LogprobRecorder(params.logprobs, sampler) if params.logprobs else None
+        processors = LogitsProcessorList([step for step in (recorder or sampler,) if step is not None])
         config = GenerationConfig(
             max_new_tokens=max(limits),
             do_sample=False,
@@ -105,8 +104,9 @@ class HFGenerator:
         completions = []
         for row, tokens in enumerate(generated):
             completion = self._completion(tokens, tracker.finished.get(row), params, prompt_lengths[row])
-            if entropies is not None:
-                completion.extra["entropies"] = [step[row] for step in entropies.steps[: completion.num_tokens]]
+            if recorder is not None:
+                completion.extra["entropies"] = [step[row] for step in recorder.entropies[: completion.num_tokens]]
+                completion.extra["logprobs"] = [step[row] for step in recorder.logprobs[: completion.num_tokens]]
             completions.append(completion)
         return completions
 
@@ -170,20 +170,26 @@ class _SeededSampler:
         return picked.scatter(-1, choice, 0.0)
 
 
-class _EntropyRecorder:
-    """A logits processor that leaves the scores alone and records, per step and row, the entropy of the model's
-    distribution over its top-k tokens (`token_entropy`, as vLLM's top-k logprobs give it)."""
+class _LogprobRecorder:
+    """A logits processor that records, per step and row, the entropy of the model's distribution over its top-k
+    tokens (`token_entropy`, as vLLM's top-k logprobs give it) and the log-probability of the token chosen, then
+    hands the scores to `sampler` (greedy decoding without one). Like vLLM's default, both are read from the
+    model's raw distribution, before temperature, top-p and min-p."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, sampler: "_SeededSampler | None" = None) -> None:
         self.k = k
-        self.steps: list[list[float]] = []
+        self.sampler = sampler
+        self.entropies: list[list[float]] = []
+        self.logprobs: list[list[float]] = []
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        top = torch.log_softmax(scores.float(), dim=-1).topk(self.k, dim=-1).values
-        self.steps.append((-(top.exp() * top).sum(dim=-1)).tolist())
-        return scores
+        logprobs = scores.float().log_softmax(dim=-1)
+        top = logprobs.topk(self.k, dim=-1).values
+        self.entropies.append((-(top.exp() * top).sum(dim=-1)).tolist())
+        chosen = self.sampler(input_ids, scores) if self.sampler is not None else scores
+        # `generate` runs greedily over what we return: the token it takes is the arg max of `chosen`
+        self.logprobs.append(logprobs.gather(-1, chosen.argmax(dim=-1, keepdim=True)).squeeze(-1).tolist())
+        return chosen
 
 
 class _FinishTracker:

@@ -132,7 +132,7 @@ def to_completion(
     top_k: int | None = None,
 ) -> Completion:
     """A `Completion` from what vLLM reports for one sequence: its text, tokens, why it finished, and (when top-k
-    logprobs were asked for) each token's entropy."""
+    logprobs were asked for) each token's entropy and log-probability."""
     if finish_reason not in ("stop", "length"):
         # e.g. "abort": the text is cut short, which callers must treat like running out of tokens.
         logger.warning("vLLM finished a request with %r; reporting it as 'length'", finish_reason)
@@ -142,6 +142,7 @@ def to_completion(
     extra: dict[str, Any] = {"token_ids": tokens}
     if logprobs:
         extra["entropies"] = entropies(logprobs, top_k)
+        extra["logprobs"] = sampled_logprobs(logprobs, tokens)
     return Completion(text, finish, stop, len(tokens), prompt_tokens, extra)
 
 
@@ -290,3 +291,8 @@ def marlin_compatible(record: dict) -> bool:
         and record.get("group_size") in (-1, 32, 64, 128)
         and record.get("desc_act") is not None
     )
+
+
+def sampled_logprobs(logprobs: Any, token_ids: list[int]) -> list[float]:
+    """Each generated token's log-probability, from vLLM's logprobs (which always hold the sampled token)."""
+    return [position[token].logprob for position, token in zip(logprobs, token_ids, strict=False)]

@@ -5,7 +5,6 @@ candidate) drive candidates through exactly these functions, so they differ only
 
 import json
 import logging
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +16,8 @@ from numina_kit.models.base import Completion, SamplingParams
 from numina_kit.protocols import ToolProtocol, Turn, detect_protocol, make_protocol, tokenizer_of
 from numina_kit.sandbox.pool import ExecResult, Sandbox
 from numina_kit.sctir.config import SCTIRConfig
-from numina_kit.sctir.voting import is_decided, majority_vote
+from numina_kit.sctir.selection import make_selector, printed_in
+from numina_kit.sctir.voting import is_decided
 
 
 logger = logging.getLogger(__name__)
@@ -45,14 +45,18 @@ class Candidate:
     reason: str = ""  # why the candidate was pruned or stopped
     tokens: int = 0  # tokens of `text`
     generated_tokens: int = 0  # tokens sampled for this candidate, restarts included
-    code_runs: int = 0
+    code_runs: int = 0  # tool calls run, restarts included
+    code_errors: int = 0  # of those, runs that raised, timed out or were killed
     restarts: int = 0
     finished_round: int | None = None
     last_output: str | None = None
+    last_code: str | None = None  # the program behind `last_output` (all calls so far when the protocol is stateful)
     # confidence evidence (with SCTIRConfig.logprobs): token entropies over the top-k logprobs, in nats
     entropy_sum: float = 0.0
     entropy_tokens: int = 0
     tail_entropies: list[float] = field(default_factory=list)  # the last TAIL_TOKENS tokens' entropies
+    logprob_sum: float = 0.0  # log-probabilities of the tokens sampled (restarts included)
+    logprob_tokens: int = 0
 
     @property
     def voted(self) -> bool:
@@ -68,6 +72,20 @@ class Candidate:
         """The median token entropy of the last `TAIL_TOKENS` tokens (where the answer is written); None without
         logprobs. AIMO-3's second place weighted votes by its inverse (the "vote-led score")."""
         return statistics.median(self.tail_entropies) if self.tail_entropies else None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """The mean log-probability of the tokens the candidate sampled (restarts included); None without logprobs."""
+        return self.logprob_sum / self.logprob_tokens if self.logprob_tokens else None
+
+    def note_logprobs(self, extra: object) -> None:
+        """Add a completion's per-token evidence (`Completion.extra["entropies"]` and `["logprobs"]`), when present."""
+        if not isinstance(extra, dict):
+            return
+        self.note_entropies(extra.get("entropies"))
+        if extra.get("logprobs"):
+            self.logprob_sum += sum(extra["logprobs"])
+            self.logprob_tokens += len(extra["logprobs"])
 
     def note_entropies(self, entropies: list[float] | None) -> None:
         """Add the entropies of a completion's tokens (`Completion.extra["entropies"]`)."""
@@ -96,7 +114,7 @@ def advance(
     new_tokens = completion.num_tokens or count_tokens(completion.text)
     candidate.text, candidate.tokens = text, candidate.tokens + new_tokens
     candidate.generated_tokens += new_tokens
-    candidate.note_entropies(completion.extra.get("entropies") if isinstance(completion.extra, dict) else None)
+    candidate.note_logprobs(completion.extra)
     final = round_ == config.max_rounds - 1
     # a protocol whose answers must follow code (ToRA): with no complete call anywhere a prose answer is not trusted
     if protocol.requires_code and not protocol.wrote_code(text):
@@ -109,6 +127,12 @@ def advance(
         candidate.text += appended
         candidate.tokens += count_tokens(appended)
         candidate.code_runs += sum(call.error is None for call in turn.calls)
+        ran = zip(turn.calls, results, strict=False)
+        candidate.code_errors += sum(call.error is None and not result.ok for call, result in ran)
+        codes = [call.code for call in turn.calls if call.error is None]
+        if codes:
+            earlier = [candidate.last_code] if protocol.stateful and candidate.last_code else []
+            candidate.last_code = "\n".join(earlier + codes) if protocol.stateful else codes[-1]
         candidate.last_output = results[-1].output
         return None
     # a final answer: freeze the candidate on it (under ToRA, an answer before any code output is made up)
@@ -118,7 +142,7 @@ def advance(
             return finish(candidate, CandidateStatus.PRUNED, round_, reason="answer without code output")
         candidate.raw_answer = raw
         candidate.answer = to_competition_answer(raw, config.competition)
-        candidate.from_code = candidate.last_output is not None and _appears_in(raw, candidate.last_output)
+        candidate.from_code = candidate.last_output is not None and printed_in(raw, candidate.last_output)
         return finish(
             candidate,
             CandidateStatus.ANSWERED,
@@ -181,7 +205,7 @@ def sampling(config: SCTIRConfig, protocol: ToolProtocol, *, seed: int | None) -
 
 def _fail(candidate: Candidate, reason: str, round_: int, *, restart: bool) -> None:
     if restart:
-        candidate.text, candidate.tokens, candidate.last_output = "", 0, None
+        candidate.text, candidate.tokens, candidate.last_output, candidate.last_code = "", 0, None, None
         candidate.restarts += 1
         return None
     return finish(candidate, CandidateStatus.PRUNED, round_, reason=reason)
@@ -189,14 +213,6 @@ def _fail(candidate: Candidate, reason: str, round_: int, *, restart: bool) -> N
 
 def finish(candidate: Candidate, status: CandidateStatus, round_: int, *, reason: str = "") -> None:
     candidate.status, candidate.finished_round, candidate.reason = status, round_, reason
-
-
-def _appears_in(raw: str, output: str) -> bool:
-    """Whether the answer is printed in the output as a whole token (so `12` does not match `123`)."""
-    value = raw.strip().rstrip(".")
-    if value.endswith(".0"):
-        value = value[:-2]
-    return bool(value) and re.search(rf"(?<![\w.]){re.escape(value)}(?![\w]|\.\d)", output) is not None
 
 
 @dataclass
@@ -217,10 +233,14 @@ class Solution:
     cancel_s: float = 0.0  # async engine: from stopping the problem (agreement, deadline) to its last request ending
 
     @property
+    def voted(self) -> list[Candidate]:
+        """The candidates with a valid answer, in the order they finished (the order the vote breaks ties by)."""
+        return voted_in_order(self.candidates)
+
+    @property
     def answers(self) -> list[int | str]:
-        """Valid answers in the order the candidates finished (the order the vote breaks ties by)."""
-        done = sorted((c for c in self.candidates if c.voted), key=lambda c: (c.finished_round, c.index))
-        return [c.answer for c in done]
+        """Valid answers in the order the candidates finished."""
+        return [c.answer for c in self.voted]
 
     def to_json(self) -> str:
         """The solution as one JSON line (candidate statuses as strings)."""
@@ -228,6 +248,11 @@ class Solution:
         for candidate in data["candidates"]:
             candidate["status"] = candidate["status"].value
         return json.dumps(data, ensure_ascii=False)
+
+
+def voted_in_order(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates with a valid answer, in the order they finished (rounds, then index)."""
+    return sorted((c for c in candidates if c.voted), key=lambda c: (c.finished_round, c.index))
 
 
 def running(candidates: list[Candidate]) -> list[Candidate]:
@@ -249,10 +274,10 @@ def forget(executor: Sandbox, key: str) -> None:
         logger.debug("could not forget interpreter %s", key, exc_info=True)
 
 
-def conclude(solution: Solution, competition: str) -> None:
+def conclude(solution: Solution, competition: str, selector: str = "majority") -> None:
     """The end of `solve`, in either engine: count the tokens generated, vote, and log the outcome."""
     solution.generated_tokens = sum(c.generated_tokens for c in solution.candidates)
-    vote(solution, competition)
+    vote(solution, competition, selector)
     logger.info(
         "answer %r (%s) after %d rounds: %d valid answers, stop: %s",
         solution.answer,
@@ -263,15 +288,17 @@ def conclude(solution: Solution, competition: str) -> None:
     )
 
 
-def vote(solution: Solution, competition: str) -> None:
-    """Fill in `solution.answer` and `votes` from its candidates' answers, or the fallback when there are none."""
-    answers = solution.answers
+def vote(solution: Solution, competition: str, selector: str = "majority") -> None:
+    """Fill in `solution.answer` and `votes` from its candidates' answers with `selector`
+    (`numina_kit.sctir.selection`), or the fallback when there are none."""
+    voted = solution.voted
+    choose = make_selector(selector)
     equivalent = is_equivalent if competition == GENERAL else None
     try:
-        result = majority_vote(answers, equivalent=equivalent) if answers else None
+        result = choose.select(voted, equivalent=equivalent) if voted else None
     except Exception:  # the equivalence judge failed: fall back to exact agreement rather than to no answer
         logger.exception("vote with equivalence failed; voting on exact answers")
-        result = majority_vote(answers)
+        result = choose.select(voted)
     if result is None or result.winner is None:
         solution.answer, solution.is_fallback = competition_rule(competition).fallback, True
         return

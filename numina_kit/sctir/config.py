@@ -9,6 +9,7 @@ from numina_kit.configs import read_mapping, reject_unknown_keys
 from numina_kit.errors import InputError
 from numina_kit.protocols import ProtocolConfig
 from numina_kit.sandbox.pool import ExecutorConfig
+from numina_kit.sctir.selection import make_selector
 from numina_kit.sctir.voting import ConsistencyRule
 
 
@@ -40,6 +41,9 @@ class SCTIRConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     min_p: float = 0.0
     logprobs: int | None = None  # keep each token's top-k logprobs as entropies: confidence evidence for the vote
+    # how the answer is chosen among the candidates' (numina_kit.sctir.selection): "majority", "code", "confidence",
+    # "prior", ... or a product such as "confidence+code"; confidence and logprob need `logprobs`
+    selector: str = "majority"
     vllm_args: dict[str, Any] = field(default_factory=dict)  # vLLM engine arguments the notebook loads the model with
 
     def __post_init__(self) -> None:
@@ -57,6 +61,7 @@ class SCTIRConfig:
         for name in ("num_candidates", "max_rounds", "max_new_tokens", "max_context_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"SCTIRConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        make_selector(self.selector)  # InputError for an unknown name
         if self.engine not in ENGINES:
             raise InputError(f"SCTIRConfig.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
 

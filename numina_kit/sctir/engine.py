@@ -151,7 +151,7 @@ class _Run:
         solution = self.solution
         solution.stop_reason = self.stop_reason or self.natural_end()
         solution.generation_s, solution.execution_s = self.generating.total, self.executing.total
-        conclude(solution, self.config.competition)
+        conclude(solution, self.config.competition, self.config.selector)
         solution.total_s = self.clock() - start
         return solution
 

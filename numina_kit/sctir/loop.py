@@ -167,7 +167,7 @@ def solve(
     for c in candidates:
         forget(executor, keys[c.index])
     # 5) the vote
-    conclude(solution, config.competition)
+    conclude(solution, config.competition, config.selector)
     solution.total_s = clock() - start
     return solution
 
