@@ -1,6 +1,6 @@
 """JiuZhang3.0's problem writing: a teacher or the synthesis model writes checked problems about corpus texts.
 
-Usage (each stage's recipe is in training/recipes/jiuzhang/; docs/jiuzhang.md has the whole pipeline):
+Usage (each stage's recipe is in training/recipes/jiuzhang/; docs/jiuzhang3.md has the whole pipeline):
 
     # 1. The distillation set: GPT-4o writes about 5.3k random texts (rows: stage request -> reply)
     OPENAI_API_KEY=... python training/jiuzhang_write.py --config training/recipes/jiuzhang/distill_gpt4o.yaml

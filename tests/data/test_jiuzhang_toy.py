@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from trl import TrlParser
 
-from numina_kit.data.jsonl import read_jsonl, write_json
+from numina_kit.data.jsonl import read_jsonl, write_json, write_jsonl
 from numina_kit.errors import InputError
 
 
@@ -96,8 +96,7 @@ def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path,
 @pytest.mark.slow
 def test_released_sft_sample_trains_through_sft(tmp_path, shared_data):
     rows = read_jsonl(shared_data / "jiuzhang3" / "sft_sample.jsonl")[:64]
-    data = tmp_path / "sample.jsonl"
-    data.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    data = write_jsonl(rows, tmp_path / "sample.jsonl")
     done = subprocess.run(
         [sys.executable, "training/sft.py", "--config", "training/recipes/tiny/sft.yaml", "--dataset_name", str(data),
          "--output_dir", str(tmp_path / "model"), "--max_steps", "2", "--held_out_problems", "", "--max_length", "256",

@@ -3,22 +3,16 @@
 Run: pytest tests/test_data_loading.py
 """
 
-import json
-
 import pytest
 
+from numina_kit.data.jsonl import write_jsonl
 from numina_kit.data.problems import Problem, load_problems
 from numina_kit.errors import InputError
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def test_jsonl_keeps_answer_strings(tmp_path):
     path = write_jsonl(
-        tmp_path / "p.jsonl", [{"id": "a", "problem": "P1", "answer": "142.0"}, {"id": 7, "problem": "P2"}]
+        [{"id": "a", "problem": "P1", "answer": "142.0"}, {"id": 7, "problem": "P2"}], tmp_path / "p.jsonl"
     )
     assert load_problems(path) == [Problem("a", "P1", "142.0"), Problem("7", "P2", None)]
 
@@ -39,7 +33,7 @@ def test_parquet(tmp_path):
 
 
 def test_limit(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [{"problem": f"P{i}"} for i in range(5)])
+    path = write_jsonl([{"problem": f"P{i}"} for i in range(5)], tmp_path / "p.jsonl")
     assert [p.id for p in load_problems(path, limit=2)] == ["0", "1"]
 
 

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from numina_kit.answers import COMPETITIONS
+from numina_kit.data.jsonl import write_jsonl
 from numina_kit.errors import InputError
 from numina_kit.kaggle import serving as kaggle
 from numina_kit.kaggle.predict import make_predict, make_solver
@@ -23,11 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def solver_ok(problem, deadline):
     return 7
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 PROBLEMS = [
@@ -50,7 +46,7 @@ def arithmetic_solver(text, deadline):
     [("aimo1", "submission.csv", 3), ("aimo2", "submission.parquet", 2), ("aimo3", "submission.parquet", 3)],
 )
 def test_local_mode_with_faults_answers_every_problem_and_scores(tmp_path, competition, submission, correct):
-    problems = write_jsonl(tmp_path / "problems.jsonl", PROBLEMS)
+    problems = write_jsonl(PROBLEMS, tmp_path / "problems.jsonl")
     predict = make_predict(arithmetic_solver, competition=competition)
     run = kaggle.run_local(predict, problems, competition, out_dir=tmp_path / "out", gateway="stand-in")
     assert run.submission == tmp_path / "out" / submission and run.gateway == "stand-in"
@@ -81,7 +77,7 @@ def test_local_mode_rejects_bad_input(tmp_path):
     predict = make_predict(solver_ok)
     with pytest.raises(InputError, match="problem file not found"):
         kaggle.run_local(predict, tmp_path / "missing.jsonl", "aimo1", out_dir=tmp_path)
-    problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
+    problems = write_jsonl(PROBLEMS, tmp_path / "p.jsonl")
     with pytest.raises(InputError, match="unknown gateway"):
         kaggle.run_local(predict, problems, "aimo2", out_dir=tmp_path, gateway="grpc")
 
@@ -119,7 +115,7 @@ def fake_kaggle_evaluation(tmp_path, monkeypatch):
 
 
 def test_local_mode_uses_kaggle_evaluation_when_importable(tmp_path, fake_kaggle_evaluation):
-    problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
+    problems = write_jsonl(PROBLEMS, tmp_path / "p.jsonl")
     out = tmp_path / "out"
     run = kaggle.run_local(make_predict(solver_ok, competition="aimo3"), problems, "aimo3", out_dir=out)
     server = sys.modules["kaggle_evaluation.aimo_3_inference_server"]
@@ -145,7 +141,7 @@ def exiting_kaggle_evaluation(tmp_path, monkeypatch):
 
 def test_kaggle_evaluation_that_exits_on_import_counts_as_missing(tmp_path, exiting_kaggle_evaluation):
     assert kaggle.import_server("aimo3") is None
-    problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
+    problems = write_jsonl(PROBLEMS, tmp_path / "p.jsonl")
     run = kaggle.run_local(make_predict(solver_ok, competition="aimo3"), problems, "aimo3", out_dir=tmp_path / "o")
     assert run.gateway == "stand-in" and pl.read_parquet(run.submission).height == len(PROBLEMS)
     with pytest.raises(InputError, match="not importable"):
@@ -154,7 +150,7 @@ def test_kaggle_evaluation_that_exits_on_import_counts_as_missing(tmp_path, exit
 
 def test_gateway_kaggle_requires_the_real_package(tmp_path, monkeypatch):
     monkeypatch.setattr(kaggle, "import_server", lambda competition: None)
-    problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS)
+    problems = write_jsonl(PROBLEMS, tmp_path / "p.jsonl")
     with pytest.raises(InputError, match="not importable"):
         kaggle.run_local(make_predict(solver_ok), problems, "aimo2", out_dir=tmp_path, gateway="kaggle")
 
@@ -304,7 +300,7 @@ def test_faults_through_sctir_solve_still_answer_in_range(tmp_path, generator, s
     try:
         budget = TimeBudget(total_s=120, num_problems=3, reserve_s=0, floor_s=0, ceiling_s=60)
         predict = make_predict(make_solver(generator, config, executor=executor), budget=budget)
-        problems = write_jsonl(tmp_path / "p.jsonl", PROBLEMS[:3])
+        problems = write_jsonl(PROBLEMS[:3], tmp_path / "p.jsonl")
         run = kaggle.run_local(predict, problems, "aimo1", out_dir=tmp_path)
     finally:
         executor.close()

@@ -9,7 +9,6 @@ run on 4-bit weights (bitsandbytes on CPU) trains its adapters and saves a merge
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import kto  # noqa: E402
 import sft  # noqa: E402
 
 from numina_kit.protocols.tora import CHAT_TEMPLATE, render_prompt  # noqa: E402
+from numina_kit.testing import free_port  # noqa: E402
 
 
 pytestmark = pytest.mark.slow
@@ -230,9 +230,7 @@ def test_sft_on_one_local_file_with_eval_switched_on_trains_without_eval(tmp_pat
 
 def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """Start `transformers serve` on `model` (CPU) and wait until it answers; (process, base URL)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", str(model),
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
