@@ -19,19 +19,21 @@ import random
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from _results import markdown_table, write_section
 
 from numina_kit.data.problems import load_problems
 from numina_kit.sctir.selection import make_selector
-from numina_kit.sctir.selection_eval import load_stored, paired_comparison, score_selectors
+from numina_kit.sctir.selection_eval import load_stored, paired_comparison, score_selectors, selection_headroom
 
 
 REPO = Path(__file__).resolve().parents[1]
 PROBLEMS = REPO / "tests" / "fixtures" / "selection_problems.jsonl"
 PLOT = REPO / "docs" / "images" / "selection_accuracy.png"
 PROBLEM_SEED, NUM_PROBLEMS = 11, 30
+RECIPE, TRAINING = "training/recipes/tiny/sft.yaml", []  # the demo model's recipe, no overrides
 SEEDS = "1,1000"  # far apart: candidate i of seed s samples with seed s + i, so seeds 1 and 2 nearly coincide
 NUM_CANDIDATES = 48
 SETTINGS = {  # the SC-TIR settings of the test bed (a YAML recipe for evaluate, written next to its outputs)
@@ -67,6 +69,12 @@ def make_problems(seed: int = PROBLEM_SEED, n: int = NUM_PROBLEMS) -> list[dict]
         problem = f"What is the remainder when ${a} \\times {b}$ is divided by $1000$?"
         rows.append({"id": f"product-{i:02d}", "problem": problem, "answer": str(a * b % 1000)})
     return rows
+
+
+def train(model: Path) -> None:
+    """Train the test bed's model with the tiny recipe and `TRAINING`'s overrides (one torch thread)."""
+    command = [sys.executable, "training/sft.py", "--config", RECIPE, "--output_dir", str(model), *TRAINING]
+    subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def sample(model: Path, out: Path, seeds: str) -> None:
@@ -115,11 +123,14 @@ def main() -> None:
         PROBLEMS.write_text("".join(json.dumps(row) + "\n" for row in make_problems()))
         return
     model, out = REPO / args.model, REPO / args.out
+    started, stages = time.monotonic(), []
     if not (model / "config.json").exists():
-        subprocess.run([sys.executable, "training/sft.py", "--config", "training/recipes/tiny/sft.yaml",
-                        "--output_dir", str(model)], cwd=REPO, check=True)  # fmt: skip
+        train(model)
+        stages.append(f"trained the model in {time.monotonic() - started:.0f} s")
     if args.resample or not (out / "solutions.jsonl").exists():
+        sampling = time.monotonic()
         sample(model, out, args.seeds)
+        stages.append(f"sampled in {time.monotonic() - sampling:.0f} s")
 
     stored = load_stored(out / "solutions.jsonl", load_problems(PROBLEMS))
     selectors = [make_selector(name) for name in SELECTORS]
@@ -139,6 +150,9 @@ def main() -> None:
     bed_rows.append([f"mean ± sd over {len(seeds)} seeds", spread([scores.pass_mean(1, s) for s in seeds])]
                     + [spread([scores.mean("majority", k, s) for s in seeds]) for k in SHOWN_KS]
                     + [spread([scores.pass_mean(k, s) for s in seeds]) for k in SHOWN_KS])  # fmt: skip
+    headroom = [selection_headroom(scores, k=k) for k in SHOWN_KS]
+    bed_rows.append(["pass@k - maj@k [95% CI, bootstrap over problems]", ""] + [""] * len(SHOWN_KS)
+                    + [f"{h.difference:+.1%} [{h.low:+.1%}, {h.high:+.1%}]" for h in headroom])  # fmt: skip
     bed_headers = ["run", "pass@1"] + [f"maj@{k}" for k in SHOWN_KS] + [f"pass@{k}" for k in SHOWN_KS]
 
     rows, comparisons = [], {}
@@ -189,6 +203,8 @@ def main() -> None:
         "depends on a judge model, and the demo model was never trained to judge (the mechanism is tested with a "
         "scripted judge in tests/sctir/test_selection.py)."
     )
+    if stages:
+        body += f"\n\nThis run {' and '.join(stages)} (load average {os.getloadavg()[0]:.1f} at the end)."
     write_section("selection", "Answer selection: selectors on the same candidates (demo test bed)", body)
     print(markdown_table(bed_headers, bed_rows))
     print(markdown_table(headers, rows))

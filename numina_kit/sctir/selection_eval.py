@@ -5,7 +5,8 @@ comparison of each selector with plain majority.
 them back with the reference answers, and `score_selectors` votes each selector on the same random subsets of k
 candidates per problem and seed, so that differences between selectors are differences of rule, not of sampling.
 `paired_comparison` tests a selector against a baseline on those paired outcomes (McNemar's exact test at the full
-k, and a bootstrap over problems of the accuracy difference at every k).
+k, and a bootstrap over problems of the accuracy difference at every k); `selection_headroom` puts the same
+bootstrap on pass@k - maj@k, the most any selector could add.
 """
 
 import dataclasses
@@ -164,8 +165,30 @@ def paired_comparison(
     """Compare `name` with `baseline` on the same problems and seeds at `k`. The bootstrap resamples problem ids
     (all seeds of a drawn problem go together: they share its difficulty)."""
     ours, theirs = scores.accuracy[name][k], scores.accuracy[baseline][k]
+    difference, low, high, bootstrap_p = bootstrap_difference(scores.problems, ours, theirs, resamples, seed)
+    wins = losses = mcnemar = None
+    if k == scores.ks[-1]:
+        wins = sum(a > b for a, b in zip(ours, theirs, strict=True))
+        losses = sum(a < b for a, b in zip(ours, theirs, strict=True))
+        mcnemar = sign_test(wins, losses)  # McNemar's exact test on 0/1 outcomes
+    return Comparison(name, baseline, k, difference, low, high, bootstrap_p, wins, losses, mcnemar)
+
+
+def selection_headroom(scores: SelectionScores, *, k: int, resamples: int = 2000, seed: int = 0) -> Comparison:
+    """pass@k against maj@k on the same candidates: the accuracy a perfect selector would add to plain majority
+    (what a test bed must leave for selectors to show), with the same bootstrap over problems."""
+    ours, theirs = scores.pass_k[k], scores.accuracy["majority"][k]
+    difference, low, high, bootstrap_p = bootstrap_difference(scores.problems, ours, theirs, resamples, seed)
+    return Comparison(f"pass@{k}", "majority", k, difference, low, high, bootstrap_p)
+
+
+def bootstrap_difference(
+    problems: Sequence[tuple[str, int]], ours: Sequence[float], theirs: Sequence[float], resamples: int, seed: int
+) -> tuple[float, float, float, float]:
+    """Mean of `ours - theirs` over (problem, seed) rows, its 95% bootstrap interval and one-sided p (share of
+    resamples <= 0), resampling problem ids with all their seeds together."""
     by_problem: dict[str, list[float]] = {}
-    for (pid, _), a, b in zip(scores.problems, ours, theirs, strict=True):
+    for (pid, _), a, b in zip(problems, ours, theirs, strict=True):
         by_problem.setdefault(pid, []).append(a - b)
     groups = list(by_problem.values())
     total = sum(len(g) for g in groups)
@@ -177,10 +200,4 @@ def paired_comparison(
         samples.append(sum(sum(g) for g in drawn) / sum(len(g) for g in drawn))
     samples.sort()
     low, high = samples[int(0.025 * resamples)], samples[min(resamples - 1, int(0.975 * resamples))]
-    bootstrap_p = sum(s <= 0 for s in samples) / resamples
-    wins = losses = mcnemar = None
-    if k == scores.ks[-1]:
-        wins = sum(a > b for a, b in zip(ours, theirs, strict=True))
-        losses = sum(a < b for a, b in zip(ours, theirs, strict=True))
-        mcnemar = sign_test(wins, losses)  # McNemar's exact test on 0/1 outcomes
-    return Comparison(name, baseline, k, difference, low, high, bootstrap_p, wins, losses, mcnemar)
+    return difference, low, high, sum(s <= 0 for s in samples) / resamples

@@ -14,6 +14,7 @@ from numina_kit.sctir.selection_eval import (
     load_stored,
     paired_comparison,
     score_selectors,
+    selection_headroom,
 )
 
 
@@ -77,6 +78,11 @@ def test_selectors_are_scored_on_the_same_candidates_and_compared_pairwise(tmp_p
     assert (comparison.wins, comparison.losses) == (2, 0) and comparison.mcnemar_p == pytest.approx(0.5)
     assert comparison.difference == pytest.approx(1 / 3) and comparison.low <= comparison.difference <= comparison.high
     assert paired_comparison(scores, "code", k=2, resamples=50).mcnemar_p is None
+
+    # the headroom: p1 has the right answer among its candidates but majority misses it, on both seeds
+    headroom = selection_headroom(scores, k=5, resamples=200)
+    assert headroom.name == "pass@5" and headroom.difference == pytest.approx(1 / 3)
+    assert 0 <= headroom.low <= headroom.difference <= headroom.high <= 1
 
 
 def test_bad_stored_input_is_a_one_line_error(tmp_path) -> None:
