@@ -69,7 +69,7 @@ class ToyArguments:
     synthesis_flags: str = ""
     select_flags: str = ""
     final_flags: str = ""
-    max_new_tokens: int = 80  # per reply of the synthesis model
+    max_new_tokens: int = 160  # per round of the synthesis model (problem + code: up to ~100 toy tokens)
     arms: list[str] = field(default_factory=lambda: ["influence", "random"])
     processes: int = 1  # after the shared stages, the (seed, arm) runs go this many at once, each in its own process
 
