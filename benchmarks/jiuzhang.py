@@ -90,15 +90,30 @@ def formats() -> list[list[object]]:
 
 
 def toy(workdir: Path, partial: bool = False) -> dict:
-    """The toy run's results; with `partial`, what a run that did not finish wrote (its selection), never a new run."""
+    """The toy run's results; with `partial`, what a run that did not finish left in its workdir, never a new run."""
     results = workdir / "results.json"
     if partial and not results.exists():
-        return json.loads((workdir / "selection_summary.json").read_text())
+        return unfinished(workdir)
     if not results.exists():
         import jiuzhang_toy
 
         jiuzhang_toy.main(jiuzhang_toy.ToyArguments(workdir=str(workdir)))
     return json.loads(results.read_text())
+
+
+def unfinished(workdir: Path) -> dict:
+    """What an unfinished toy run wrote: its selection summary (if it got that far), the initial synthesis model's
+    candidate rows and the (seed, arm) runs that finished (`arm_<arm>_<seed>.json`)."""
+    summary = workdir / "selection_summary.json"
+    found = json.loads(summary.read_text()) if summary.exists() else {}
+    candidates = workdir / "candidates.stats.json"
+    if candidates.exists():
+        found["candidates"] = json.loads(candidates.read_text())
+    found["finished_arms"] = [
+        json.loads(f.read_text()) | {"arm": f.stem.split("_")[1]} for f in sorted(workdir.glob("arm_*_*.json"))
+    ]
+    found["workdir"] = str(workdir)
+    return found
 
 
 def selection_line(selection: dict) -> str:
@@ -111,21 +126,48 @@ def selection_line(selection: dict) -> str:
 
 
 def partial_section(results: dict) -> str:
-    """A run stopped after the selection: the selection and the shared stages' time, no final-model comparison."""
-    args = results["arguments"]
-    stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results["stage_seconds"].items()]
-    return (
-        f"Toy run (`training/jiuzhang_toy.py`) **stopped after the selection**: the boost arms and the final models "
-        f"did not run, so influence-boosted against random-boosted final models is not measured here. Sizes: a "
-        f"generated corpus of {args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target "
-        f"topic; the scripted teacher (standing in for GPT-4) writes about {args['initial_texts']} random texts; the "
-        f"initial synthesis model (tiny Llama from a toy base model, recipe overrides `{args['synthesis_flags']}`) "
-        f"writes about the rest; LESS (real per-sample LoRA gradients, `{args['select_flags']}`) ranks them against "
+    """A run that did not finish: the initial synthesis model's usable rows, the selection if made, the (seed, arm)
+    runs that finished, and the time of what ran; no influence-against-random verdict."""
+    if "arguments" not in results:
+        return "Toy run (`training/jiuzhang_toy.py`): no stage up to the selection finished; nothing to report."
+    args, candidates = results["arguments"], results.get("candidates", {})
+    texts = args["corpus_size"] - args["initial_texts"]
+    body = (
+        f"Toy run (`training/jiuzhang_toy.py`) **unfinished**: the comparison of influence-boosted against "
+        f"random-boosted final models is not complete, so it is not claimed. Sizes: a generated corpus of "
+        f"{args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target topic; a toy base "
+        f"model of {args['base_passages']} passages (`{args['base_flags']}`); the scripted teacher (standing in for "
+        f"GPT-4) writes about {args['initial_texts']} random texts; the initial synthesis model (`"
+        f"{args['synthesis_flags']}`, {args['max_new_tokens']} new tokens per loop round) writes about the other "
+        f"{texts}; LESS (real per-sample LoRA gradients, `{args['select_flags']}`) ranks them against "
         f"{args['target_train']} target training problems and picks B = {args['budget']}.\n\n"
-        + selection_line(results["selection"])
-        + f"\n\nThe shared stages took {results['total_seconds'] / 60:.0f} minutes of wall time on the machine above "
-        "(shared with other jobs, nice 5, one torch thread):\n\n" + markdown_table(["stage", "minutes"], stages)
     )
+    if candidates:
+        dropped = ", ".join(
+            f"{reason} {n}" for reason, n in sorted(candidates["dropped"].items(), key=lambda x: -x[1])
+        )
+        body += (
+            f"Initial synthesis model: {candidates['kept']} usable rows of {candidates['requests']} requests "
+            f"({candidates['kept'] / max(candidates['requests'], 1):.0%}); dropped: {dropped or 'none'}.\n\n"
+        )
+    if "selection" in results:
+        body += selection_line(results["selection"]) + "\n\n"
+    arms = results.get("finished_arms", [])
+    if arms:
+        rows = [[a["arm"], a["seed"], f"{a['accuracy']:.1%}", f"{sum(a['seconds'].values()) / 60:.0f}"] for a in arms]
+        body += "Finished (seed, arm) runs:\n\n" + markdown_table(
+            ["boost", "seed", "held-out accuracy", "minutes"], rows
+        )
+        body += "\n\n"
+    else:
+        body += "No (seed, arm) run finished.\n\n"
+    stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results.get("stage_seconds", {}).items()]
+    if stages:
+        body += (
+            "Time of the shared stages (minutes of wall time on the machine above, shared with other helpers' jobs, "
+            "the run at nice 15, one torch thread per process):\n\n" + markdown_table(["stage", "minutes"], stages)
+        )
+    return body
 
 
 def toy_section(results: dict) -> str:
@@ -159,7 +201,7 @@ def toy_section(results: dict) -> str:
     return (
         f"Toy run (`training/jiuzhang_toy.py`, {whole:.0f} minutes wall time on the machine above"
         + (f", of which {earlier / 60:.0f} in an earlier run whose base model was reused" if earlier else "")
-        + f"; the machine shared with other jobs, the run at nice 5, one torch thread per process; after the shared "
+        + f"; the machine shared with other jobs, the run at nice 15, one torch thread per process; after the shared "
         f"stages the (seed, arm) pairs ran {processes} at a time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "
         "scripted teacher standing in for GPT-4 (deterministic, served over HTTP; some replies malformed or with "
@@ -205,7 +247,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(REPO / "outputs" / "jiuzhang_toy"))
     parser.add_argument("--part", choices=["all", "replay", "toy"], default="all")
     parser.add_argument(
-        "--partial", action="store_true", help="report a toy run that stopped after its selection (never start one)"
+        "--partial",
+        action="store_true",
+        help="report what an unfinished toy run left in its workdir (never start one)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

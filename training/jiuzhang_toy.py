@@ -92,6 +92,11 @@ class Toy:
         )
         self.eval_index = build_index([p.problem for p in test])
         self.timings: dict[str, float] = {}
+        # stage times of earlier runs in this workdir (a resumed run adds its own): what an unfinished run reports
+        self.progress = self.work / "progress.json"
+        earlier = json.loads(self.progress.read_text()) if self.progress.exists() else {}
+        self.earlier, self.earlier_wall = earlier.get("stage_seconds", {}), earlier.get("wall_seconds", 0.0)
+        self.start = time.monotonic()
         # the teacher writes whole replies, as a chat model does; its claimed outputs are checked afterwards
         self.teacher_config = WritingConfig(rows="request", tool_execution="after")
 
@@ -99,6 +104,11 @@ class Toy:
         start = time.monotonic()
         result = function(*args, **kwargs)
         self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
+        if set(self.args.arms) == {"influence", "random"}:  # the parent (an arm's child has its arm_*.json)
+            seconds = {k: round(self.earlier.get(k, 0.0) + v, 1) for k, v in self.timings.items()}
+            wall = round(self.earlier_wall + time.monotonic() - self.start, 1)
+            progress = {"arguments": asdict(self.args), "stage_seconds": self.earlier | seconds, "wall_seconds": wall}
+            write_json(progress, self.progress)
         return result
 
     def teach(self, texts: list[Text], name: str) -> Path:
@@ -258,7 +268,8 @@ def main(args: ToyArguments) -> dict:
             toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
         else:
             runtime = json.loads((toy.work / "base" / "train_results.json").read_text())["train_runtime"]
-            toy.timings["base model training (earlier run)"] = runtime
+            if "base model training" not in toy.earlier:  # trained by a run that kept no progress.json
+                toy.timings["base model training (earlier run)"] = runtime
         # 1-2) the initial distillation set and synthesis model
         distill = toy.timed("teacher calls", toy.teach, initial, "distill")
         synth0 = toy.timed(
@@ -287,22 +298,23 @@ def main(args: ToyArguments) -> dict:
             "candidate_rows": relevant_share(candidate_rows, toy.by_id),
         }
         logger.info("selection: %s", selection)
-        shared = {k: round(v, 1) for k, v in toy.timings.items()}
+        shared = {k: round(toy.earlier.get(k, 0.0) + v, 1) for k, v in toy.timings.items()}
         write_json(
             {"arguments": asdict(args), "selection": selection, "stage_seconds": shared,
-             "total_seconds": round(time.monotonic() - start, 1)},
+             "total_seconds": round(toy.earlier_wall + time.monotonic() - start, 1)},
             toy.work / "selection_summary.json",
         )  # fmt: skip
         influence_boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in selected], "boost_influence")
         # 4-6) per seed: both boost arms, their synthesis models, their final data and final models
+        # the shared stages' times, this run's and the earlier runs' in this workdir
+        shared = toy.earlier | {k: round(toy.earlier.get(k, 0.0) + v, 1) for k, v in toy.timings.items()}
         if args.processes > 1 and len(args.seeds) * len(args.arms) > 1:
             toy.timed("arms in parallel", run_arms_in_processes, args)
         arms: dict[str, list[dict]] = {arm: [] for arm in args.arms}
         for seed in args.seeds:
             for arm in arms:
                 arms[arm].append(run_arm(toy, arm, seed, distill, influence_boost, pool, len(selected)))
-    stage_seconds = dict(toy.timings)
-    stage_seconds.pop("arms in parallel", None)
+    stage_seconds = dict(shared)  # plus each arm's own stage times (run here or in a child process)
     for runs in arms.values():
         for run in runs:
             for name, seconds in run["seconds"].items():
@@ -321,7 +333,7 @@ def main(args: ToyArguments) -> dict:
         "arms": arms,
         "summary": summary,
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-        "total_seconds": round(time.monotonic() - start, 1),
+        "total_seconds": round(toy.earlier_wall + time.monotonic() - start, 1),  # earlier runs in the workdir too
         "processes": min(args.processes, len(args.seeds) * len(args.arms)),
     }
     if set(args.arms) == {"influence", "random"}:  # a child process running one arm leaves results.json alone
