@@ -78,9 +78,11 @@ def test_stage_times_add_up_across_resumed_runs(tmp_path):
 @pytest.mark.slow
 def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path, monkeypatch):
     """At a size CI can afford (minutes on 2 cores) the initial synthesis model is too weak to write rows for more
-    candidate texts than the budget B. The driver must run every stage before it (toy base model, teacher
-    distillation over HTTP with executed tool outputs, synthesis model training, candidate synthesis), then refuse to
-    select from too few texts in one line, keeping every stage's output for a rerun at a larger size."""
+    candidate texts than the budget B: its base model (400 passages x 3 epochs, 48 steps) ends near loss 1.6 and the
+    replies are degenerate (repeated `[Problem]`, runs of one digit), at 80 and at 160 new tokens alike. The driver
+    must run every stage before it (toy base model, teacher distillation over HTTP with executed tool outputs,
+    synthesis model training, candidate synthesis), then refuse to select from too few texts in one line, keeping
+    every stage's output for a rerun at a larger size."""
     monkeypatch.syspath_prepend(str(REPO / "training"))  # the driver imports sft.py and friends as it goes
     jiuzhang_toy = toy_script()
     args = jiuzhang_toy.ToyArguments(
