@@ -102,10 +102,12 @@ def toy(workdir: Path, partial: bool = False) -> dict:
 
 
 def unfinished(workdir: Path) -> dict:
-    """What an unfinished toy run wrote: its selection summary (if it got that far), the initial synthesis model's
-    candidate rows and the (seed, arm) runs that finished (`arm_<arm>_<seed>.json`)."""
-    summary = workdir / "selection_summary.json"
-    found = json.loads(summary.read_text()) if summary.exists() else {}
+    """What an unfinished toy run wrote: its stages' times (`progress.json`), its selection (if it got that far),
+    the initial synthesis model's candidate rows and the (seed, arm) runs that finished (`arm_<arm>_<seed>.json`)."""
+    found = {}
+    for name in ("progress.json", "selection_summary.json"):  # the stages' times so far; the selection, when made
+        if (workdir / name).exists():
+            found |= json.loads((workdir / name).read_text())
     candidates = workdir / "candidates.stats.json"
     if candidates.exists():
         found["candidates"] = json.loads(candidates.read_text())
@@ -136,11 +138,11 @@ def partial_section(results: dict) -> str:
         f"Toy run (`training/jiuzhang_toy.py`) **unfinished**: the comparison of influence-boosted against "
         f"random-boosted final models is not complete, so it is not claimed. Sizes: a generated corpus of "
         f"{args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target topic; a toy base "
-        f"model of {args['base_passages']} passages (`{args['base_flags']}`); the scripted teacher (standing in for "
-        f"GPT-4) writes about {args['initial_texts']} random texts; the initial synthesis model (`"
-        f"{args['synthesis_flags']}`, {args['max_new_tokens']} new tokens per loop round) writes about the other "
-        f"{texts}; LESS (real per-sample LoRA gradients, `{args['select_flags']}`) ranks them against "
-        f"{args['target_train']} target training problems and picks B = {args['budget']}.\n\n"
+        f"model of {args['base_passages']} passages ({overrides(args['base_flags'])}); the scripted teacher (standing in for "
+        f"GPT-4) writes about {args['initial_texts']} random texts; the initial synthesis model "
+        f"({overrides(args['synthesis_flags'])}, {args['max_new_tokens']} new tokens per loop round) writes about the other "
+        f"{texts}; LESS (real per-sample LoRA gradients, {overrides(args['select_flags'])}) ranks "
+        f"them against {args['target_train']} target training problems and picks B = {args['budget']}.\n\n"
     )
     if candidates:
         dropped = ", ".join(
@@ -164,10 +166,15 @@ def partial_section(results: dict) -> str:
     stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results.get("stage_seconds", {}).items()]
     if stages:
         body += (
-            "Time of the shared stages (minutes of wall time on the machine above, shared with other helpers' jobs, "
-            "the run at nice 15, one torch thread per process):\n\n" + markdown_table(["stage", "minutes"], stages)
+            f"Time of the stages that ran ({results.get('wall_seconds', 0) / 60:.0f} minutes of wall time in all, on "
+            "the machine above shared with other helpers' jobs, the run at nice 15, one torch thread per process):"
+            "\n\n" + markdown_table(["stage", "minutes"], stages)
         )
     return body
+
+
+def overrides(flags: str) -> str:
+    return f"recipe overrides `{flags}`" if flags else "the tiny recipe as it is"
 
 
 def toy_section(results: dict) -> str:
