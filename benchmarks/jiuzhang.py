@@ -114,6 +114,17 @@ def unfinished(workdir: Path) -> dict:
     found["finished_arms"] = [
         json.loads(f.read_text()) | {"arm": f.stem.split("_")[1]} for f in sorted(workdir.glob("arm_*_*.json"))
     ]
+    if (workdir / "candidates.jsonl").exists():
+        from numina_kit.data.toy import is_relevant, make_corpus
+
+        args = found["arguments"]
+        texts = {
+            t.id: t
+            for t in make_corpus(args["corpus_size"], relevant_share=args["relevant_share"], seed=args["corpus_seed"])
+        }
+        written = {row["text_id"] for row in read_jsonl(workdir / "candidates.jsonl")}
+        found["candidate_texts"] = len(written)
+        found["relevant_candidate_texts"] = sum(is_relevant(texts[i]) for i in written)
     found["workdir"] = str(workdir)
     return found
 
@@ -154,6 +165,12 @@ def partial_section(results: dict) -> str:
         )
     if "selection" in results:
         body += selection_line(results["selection"]) + "\n\n"
+    elif "candidate_texts" in results:
+        body += (
+            f"**Stopped before the selection**: the initial synthesis model wrote usable rows for "
+            f"{results['candidate_texts']} candidate texts ({results['relevant_candidate_texts']} on the target "
+            f"topic), no more than B = {args['budget']}, so the run stopped there in one line (a selection of B among them chooses nothing).\n\n"
+        )
     arms = results.get("finished_arms", [])
     if arms:
         rows = [[a["arm"], a["seed"], f"{a['accuracy']:.1%}", f"{sum(a['seconds'].values()) / 60:.0f}"] for a in arms]
