@@ -7,7 +7,8 @@
 - Format compatibility: the three released samples (PT-CoT, PT-Tool, SFT) read by training/sft.py's data loading as
   raw prompt/completion pairs, and the schema of the rows our pipeline writes.
 - The toy end-to-end run (training/jiuzhang_toy.py): influence-selected against random boost texts, over seeds; its
-  results are read from `<workdir>/results.json`, or the run is started when that file is missing (about an hour).
+  results are read from `<workdir>/results.json`, or the run is started when that file is missing; `--partial`
+  reports what an unfinished run left in its workdir.
 
 Run: `python benchmarks/jiuzhang.py [--workdir outputs/jiuzhang_toy] [--part replay|toy]` (writes the sections
 `jiuzhang_replay` and `jiuzhang_toy` of docs/benchmarks.md).

@@ -1,6 +1,6 @@
 """The whole JiuZhang3.0 pipeline at toy scale on a CPU, with influence selection against random selection.
 
-    python training/jiuzhang_toy.py --workdir outputs/jiuzhang_toy          # about an hour on 2 busy cores
+    python training/jiuzhang_toy.py --workdir outputs/jiuzhang_toy --processes 2   # see docs/jiuzhang3.md
     python training/jiuzhang_toy.py --corpus_size 600 --seeds 1 ...        # a smaller run (the slow test)
 
 What is real and what stands in: the corpus is generated (`numina_kit.data.toy.make_corpus`: passages on eight
@@ -16,7 +16,9 @@ Every model starts from a toy base model trained once on passages and problems o
 stand-in for the pretrained LM the paper starts from: no model could learn to read and copy from a few hundred rows).
 Stages 1-3 (initial distillation, the initial synthesis model, its candidate data and the selection) run once;
 for each seed, the boost round runs twice, with the top-B texts by influence and with B random texts, and each
-boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`.
+boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`, the stages' times
+so far to `<workdir>/progress.json`. At the default sizes the shared stages took 30 minutes on 2 busy cores and the
+run stopped before the selection: the initial synthesis model wrote rows for too few texts (docs/jiuzhang3.md).
 """
 
 import json
