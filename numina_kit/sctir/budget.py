@@ -62,7 +62,7 @@ class TimeBudget:
     floor_s: float | None = None  # promised to every later problem while time allows
     ceiling_s: float | None = None  # the most one problem gets
     hard_share: float = 0.3  # problems expected to run to their deadline
-    easy_share: float = 0.3  # time an easy problem takes before any is seen, in fair shares
+    easy_share: float = 0.6  # time an easy problem takes before any is seen, in fair shares
     prior_weight: float = 3.0  # how many problems the easy-time prior counts for
     hard_margin_s: float = 10.0  # a problem that ends this close to its deadline counts as hard
     clock: Callable[[], float] = time.monotonic
@@ -107,15 +107,18 @@ class TimeBudget:
         floor = CLAMP_FLOOR * self.first_share if self.floor_s is None else self.floor_s
         return max(min(floor, self.remaining() / self.problems_left), 0.0)
 
+    def later_hard(self) -> float:
+        """How many of the later problems are expected to run to their deadline (hard ones not yet seen)."""
+        n, hard_seen = self.problems_left, sum(p.hard for p in self.history)
+        hard_left = min(max(self.hard_share * self.num_problems - hard_seen, 0.0), n)
+        return hard_left * (n - 1) / n
+
     def share(self) -> float:
         """X above: the time left shared between the hard problems expected among the rest and the easy ones."""
-        left, n = self.remaining(), self.problems_left
+        left, n, later_hard = self.remaining(), self.problems_left, self.later_hard()
         easy = [p.used for p in self.history if not p.hard]
         prior = self.easy_share * self.first_share
         easy_s = (sum(easy) + prior * self.prior_weight) / (len(easy) + self.prior_weight)
-        hard_seen = sum(p.hard for p in self.history)
-        hard_left = min(max(self.hard_share * self.num_problems - hard_seen, 0.0), n)
-        later_hard = hard_left * (n - 1) / n  # the expected hard problems among the later ones
         return (left - (n - 1 - later_hard) * easy_s) / (1 + later_hard)
 
     def overrun(self) -> float:
@@ -126,7 +129,8 @@ class TimeBudget:
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
         left, floor, over = self.remaining(), self.floor(), self.overrun()
-        allotted = max(min(self.share(), left - over - (floor + over) * (self.problems_left - 1)), floor)
+        promised = floor * (self.problems_left - 1) + over * self.later_hard()
+        allotted = max(min(self.share(), left - over - promised), floor)
         if self.ceiling_s is not None:
             allotted = min(allotted, self.ceiling_s)
         return max(min(allotted, max(left - over, floor)), 0.0)  # never less than the floor while time remains
