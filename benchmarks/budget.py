@@ -186,14 +186,14 @@ def paired(rows: list[dict], key: tuple, other: tuple) -> str:
     return f"{mean:+.2f} ± {margin:.2f}"
 
 
-def verdict(results: dict, curves: tuple, modes: tuple) -> str:
+def verdict(results: dict, curves: tuple, modes: tuple, earlies: tuple = (False, True)) -> str:
     """How many (scenario, placement, early stop) cells the default loses, ties or wins against each baseline."""
     counts = {name: [0, 0, 0] for name in ("clamp (AIMO-3)", "fair share")}
     for curve in curves:
         for si in range(len(SCENARIOS)):
             for where in PLACEMENTS:
                 for mode in modes:
-                    for early in (False, True):
+                    for early in earlies:
                         for name, tally in counts.items():
                             key, other = (where, mode, early, "default"), (where, mode, early, name)
                             mean, margin = difference(results[curve, si], key, other)
@@ -290,17 +290,26 @@ def main() -> None:
             f"- async engine, falling and rising curves: {verdict(results, ('falling', 'rising'), ('cancel',))}\n"
             f"- synchronous loop, flat curve: {verdict(results, ('flat',), ('sync',))}",
             "### Async engine (cancellation at the deadline), no early stop\n\n"
+            + f"Default {verdict(results, ('flat',), ('cancel',), (False,))}.\n\n"
             + policy_table(results, "cancel", False),
-            "### Async engine, early stops\n\n" + policy_table(results, "cancel", True),
+            "### Async engine, early stops\n\n"
+            + f"Default {verdict(results, ('flat',), ('cancel',), (True,))}.\n\n"
+            + policy_table(results, "cancel", True),
             "### Synchronous loop (a started round runs to its end), no early stop\n\n"
+            + f"Default {verdict(results, ('flat',), ('sync',), (False,))}.\n\n"
             + policy_table(results, "sync", False),
-            "### Synchronous loop, early stops\n\n" + policy_table(results, "sync", True),
+            "### Synchronous loop, early stops\n\n"
+            + f"Default {verdict(results, ('flat',), ('sync',), (True,))}.\n\n"
+            + policy_table(results, "sync", True),
             "### Problems left with no time (most in a run), largest deadline overrun, longest run\n\n"
             "Worst over every run, with and without early stops. The overrun is how long after the deadline the solver was "
             "told a solve ended.\n\n" + safety_table(results),
             "### Sensitivity: other curves of right answers against length (async engine)\n\n"
             "falling: long candidates are less often right (rate x 1.5 exp(-x/2), x = length / class median); "
-            "rising: they are more often right (rate x min(1.6, 0.4 + 0.6 x)).\n\n" + sensitivity_table(results),
+            "rising: they are more often right (rate x min(1.6, 0.4 + 0.6 x)).\n\n"
+            + f"Default, no early stop: {verdict(results, ('falling', 'rising'), ('cancel',), (False,))}. "
+            + f"Early stops: {verdict(results, ('falling', 'rising'), ('cancel',), (True,))}.\n\n"
+            + sensitivity_table(results),
         ]
     )
     write_section("budget", "Time allocation: policies on simulated runs", body)
