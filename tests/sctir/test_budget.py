@@ -105,6 +105,17 @@ def test_an_overrun_is_kept_for_every_later_hard_problem_and_before_the_end():
     assert one_left.allotment() == pytest.approx(30.0)
 
 
+def test_the_next_problem_keeps_the_overrun_even_when_no_hard_one_is_expected():
+    """A problem that overruns eats into the next one's time: its overrun is kept for at least one later problem."""
+    clock = FakeClock()
+    b = budget(clock, num_problems=3, floor_s=100.0, hard_share=0.0, easy_share=0.0)
+    clock.now = b.deadline() + 50.0  # the first overran by 50 s; no hard problem is expected any more
+    b.done()
+    assert b.later_hard() == 0.0 and b.overrun() == pytest.approx(50.0)
+    clock.now = b.end - 1000.0
+    assert b.allotment() == pytest.approx(1000.0 - 50.0 - (100.0 + 50.0))  # its overrun, the next one's floor + o
+
+
 def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
     b = budget(FakeClock(), total_s=36000.0, reserve_s=3600.0)
     assert b.floor() == pytest.approx(CLAMP_FLOOR * 32400 / 50)
