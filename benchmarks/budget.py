@@ -273,11 +273,12 @@ def main() -> None:
     body = "\n\n".join(
         [
             f"{runs} runs per scenario (seeds {first}-{first + runs - 1}; the rule was chosen on seeds 0-19, and a run "
-            "on seeds 1000-1099 found one synchronous run leaving a problem no time, which the rule then fixed; not "
-            "these seeds); in each, the same 50 problems (35 basic, 15 hard) in four placements, and every "
+            "on seeds 1000-1099, which left a problem no time in one synchronous run, made it keep the overrun for at "
+            "least the next problem; not these seeds); in each, the same 50 problems (35 basic, 15 hard) in four placements, and every "
             "policy, early-stop setting and execution model replays the same candidates. Cells: correct answers of 50, "
             "mean over runs (worst run); `default - X`: the paired mean difference ± twice its standard error "
-            "(a tie when the interval holds 0).\n\n"
+            "(a tie when the interval holds 0). The default is the same rule under both execution models; the notebook "
+            "runs the async engine when the model streams (vLLM, `engine: auto`), the synchronous loop otherwise.\n\n"
             "The answer model is a toy (module docstring of the script) and its absolute numbers mean nothing. What "
             "depends on it: how much a policy gains by moving time from basic to hard problems (set by each class's "
             "answer rate per round and by how often long answers are right), hence the size and sign of the small "
