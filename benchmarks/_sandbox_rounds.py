@@ -80,9 +80,13 @@ class HostRounds:
         self.proc.wait(timeout=60)
 
 
-def measure_hosts(blocks: list[str], rounds: int, workers: int, base: Path | None, passes: int) -> list[str]:
+def measure_hosts(
+    blocks: list[str], rounds: int, workers: int, base: Path | None, passes: int, idle_gap: float
+) -> list[str]:
     """Rounds of 48 blocks in every host (and, with `base`, that checkout's sandbox as root) and a warm Jupyter pool,
-    `passes` times over, interleaved; a fresh `python3` per block once. Medians over the passes."""
+    `passes` times over, interleaved, each round after `idle_gap` seconds in which that executor gets nothing (the
+    model generating, in SC-TIR); a fresh `python3` per block once. Medians over the passes; CPU per block over the
+    whole run, what each executor did between its rounds included."""
     batches = [blocks[i * ROUND : (i + 1) * ROUND] for i in range(rounds)]
     compute = [sum(own_compute(batch)) for batch in batches]
     servers = [(host, None) for host in (HOSTS if os.geteuid() == 0 else ("root",))]  # non-root: its own mode only
@@ -100,14 +104,19 @@ def measure_hosts(blocks: list[str], rounds: int, workers: int, base: Path | Non
     kernels = [manager.provisioner.process.pid for manager, _ in jupyter.kernels]
     contenders[f"{workers} warm Jupyter kernels"] = (jupyter, "none", jupyter.start_s, kernels)
     walls = {name: [[] for _ in batches] for name in contenders}
-    cpus = {name: [] for name in contenders}
+    time.sleep(idle_gap)
+    cpus = {name: -tree_cpu(pids) for name, (_, _, _, pids) in contenders.items()}
     for turn in range(passes * len(batches)):
         index, names = turn % len(batches), list(contenders)
         for name in names[turn % len(names) :] + names[: turn % len(names)]:  # rotate who goes first
-            runner, _, _, pids = contenders[name]
-            before = tree_cpu(pids) + time.process_time()  # this process: the Jupyter client's threads
+            runner = contenders[name][0]
+            time.sleep(idle_gap)  # the same for every executor; other executors' rounds add to it for all alike
+            before = time.process_time()  # this process: the Jupyter client's threads
             walls[name][index].append(runner.run_round(batches[index]))
-            cpus[name].append((tree_cpu(pids) + time.process_time() - before) / ROUND * 1000)
+            cpus[name] += time.process_time() - before
+    time.sleep(idle_gap)
+    for name, (_, _, _, pids) in contenders.items():
+        cpus[name] = (cpus[name] + tree_cpu(pids)) / (passes * len(batches) * ROUND) * 1000
     fresh = [fresh_python_round(batch, workers, JUPYTER_TIMEOUT) for batch in batches]
     for runner, *_ in contenders.values():
         runner.close()
@@ -118,7 +127,7 @@ def measure_hosts(blocks: list[str], rounds: int, workers: int, base: Path | Non
         overhead = [(wall * workers - own) / ROUND * 1000 for wall, own in zip(seconds, compute, strict=True)]
         within = all(ours <= theirs for ours, theirs in zip(seconds, jupyter_walls, strict=True))
         rows.append([name, mode, f"{start:.1f} s", *[f"{t:.2f} s" for t in seconds],
-                     " / ".join(f"{o:.1f}" for o in overhead), f"{statistics.median(cpus[name]):.1f}",
+                     " / ".join(f"{o:.1f}" for o in overhead), f"{cpus[name]:.1f}",
                      "yes" if within else "**no**"])  # fmt: skip
     rows.append(["fresh `python3` per block (one pass)", "none", "-", *[f"{t:.2f} s" for t in fresh],
                  " / ".join(f"{(t * workers - c) / ROUND * 1000:.0f}" for t, c in zip(fresh, compute, strict=True)),

@@ -240,7 +240,7 @@ def isolation_section(args: argparse.Namespace) -> list[str]:
     workers = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
     rounds = measure_hosts(blocks[: ROUND * args.host_rounds], args.host_rounds, workers, args.base_tree,
-                          args.host_passes)  # fmt: skip
+                          args.host_passes, args.idle_gap)  # fmt: skip
     mechanisms = measure_mechanisms(args.bwrap, args.nsjail)
     body = [
         f"The first {ROUND * args.host_rounds} code blocks of `tir_traces_sample.jsonl` in {args.host_rounds} rounds "
@@ -254,9 +254,13 @@ def isolation_section(args: argparse.Namespace) -> list[str]:
         "(persistent `jupyter_client` kernels pre-warmed with math, numpy and sympy, interrupted at 6 s) and "
         "isolates nothing. Overhead per block = (round wall time x "
         f"{workers} - the blocks' own compute) / {ROUND}: what an executor adds to each block, idle slots included. "
-        "CPU per block: the CPU time all of an executor's processes used in a round (the blocks' own compute "
-        "included; for Jupyter, its kernels and the benchmark process running its client), over 48; it depends "
-        "much less on what else runs on the machine than the wall times do.",
+        f"Before each of its rounds every executor is left idle for the same {args.idle_gap:g} s (in SC-TIR the "
+        "CPUs idle while the model generates the next step of every candidate): this sandbox's workers use it to "
+        "fork their spare children (`ExecutorConfig.spare_children`, 24 each), a Jupyter kernel has nothing to do "
+        "with it. CPU per block: the CPU time all of an executor's processes used over the whole run, idle gaps "
+        "included (the blocks' own compute, the spares forked between rounds; for Jupyter, its kernels and the "
+        "benchmark process running its client), over the blocks run; it depends much less on what else runs on "
+        "the machine than the wall times do.",
         "",
         *rounds,
         "",
@@ -289,6 +293,7 @@ def main() -> int:
     parser.add_argument("--base-rounds", type=int, default=8, help="alternating rounds of the --base-tree comparison")
     parser.add_argument("--host-rounds", type=int, default=3, help="rounds of 48 real blocks per host")
     parser.add_argument("--host-passes", type=int, default=3, help="times each executor runs every round")
+    parser.add_argument("--idle-gap", type=float, default=1.0, help="seconds each executor idles before a round")
     parser.add_argument("--bwrap", default=shutil.which("bwrap"), help="a bubblewrap binary to compare with")
     parser.add_argument("--nsjail", default=shutil.which("nsjail"), help="an nsjail binary to compare with")
     args = parser.parse_args()

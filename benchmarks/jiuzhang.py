@@ -7,7 +7,8 @@
 - Format compatibility: the three released samples (PT-CoT, PT-Tool, SFT) read by training/sft.py's data loading as
   raw prompt/completion pairs, and the schema of the rows our pipeline writes.
 - The toy end-to-end run (training/jiuzhang_toy.py): influence-selected against random boost texts, over seeds; its
-  results are read from `<workdir>/results.json`, or the run is started when that file is missing (about an hour).
+  results are read from `<workdir>/results.json`, or the run is started when that file is missing; `--partial`
+  reports what an unfinished run left in its workdir.
 
 Run: `python benchmarks/jiuzhang.py [--workdir outputs/jiuzhang_toy] [--part replay|toy]` (writes the sections
 `jiuzhang_replay` and `jiuzhang_toy` of docs/benchmarks.md).
@@ -90,15 +91,43 @@ def formats() -> list[list[object]]:
 
 
 def toy(workdir: Path, partial: bool = False) -> dict:
-    """The toy run's results; with `partial`, what a run that did not finish wrote (its selection), never a new run."""
+    """The toy run's results; with `partial`, what a run that did not finish left in its workdir, never a new run."""
     results = workdir / "results.json"
     if partial and not results.exists():
-        return json.loads((workdir / "selection_summary.json").read_text())
+        return unfinished(workdir)
     if not results.exists():
         import jiuzhang_toy
 
         jiuzhang_toy.main(jiuzhang_toy.ToyArguments(workdir=str(workdir)))
     return json.loads(results.read_text())
+
+
+def unfinished(workdir: Path) -> dict:
+    """What an unfinished toy run wrote: its stages' times (`progress.json`), its selection (if it got that far),
+    the initial synthesis model's candidate rows and the (seed, arm) runs that finished (`arm_<arm>_<seed>.json`)."""
+    found = {}
+    for name in ("progress.json", "selection_summary.json"):  # the stages' times so far; the selection, when made
+        if (workdir / name).exists():
+            found |= json.loads((workdir / name).read_text())
+    candidates = workdir / "candidates.stats.json"
+    if candidates.exists():
+        found["candidates"] = json.loads(candidates.read_text())
+    found["finished_arms"] = [
+        json.loads(f.read_text()) | {"arm": f.stem.split("_")[1]} for f in sorted(workdir.glob("arm_*_*.json"))
+    ]
+    if (workdir / "candidates.jsonl").exists():
+        from numina_kit.data.toy import is_relevant, make_corpus
+
+        args = found["arguments"]
+        texts = {
+            t.id: t
+            for t in make_corpus(args["corpus_size"], relevant_share=args["relevant_share"], seed=args["corpus_seed"])
+        }
+        written = {row["text_id"] for row in read_jsonl(workdir / "candidates.jsonl")}
+        found["candidate_texts"] = len(written)
+        found["relevant_candidate_texts"] = sum(is_relevant(texts[i]) for i in written)
+    found["workdir"] = str(workdir)
+    return found
 
 
 def selection_line(selection: dict) -> str:
@@ -111,21 +140,59 @@ def selection_line(selection: dict) -> str:
 
 
 def partial_section(results: dict) -> str:
-    """A run stopped after the selection: the selection and the shared stages' time, no final-model comparison."""
-    args = results["arguments"]
-    stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results["stage_seconds"].items()]
-    return (
-        f"Toy run (`training/jiuzhang_toy.py`) **stopped after the selection**: the boost arms and the final models "
-        f"did not run, so influence-boosted against random-boosted final models is not measured here. Sizes: a "
-        f"generated corpus of {args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target "
-        f"topic; the scripted teacher (standing in for GPT-4) writes about {args['initial_texts']} random texts; the "
-        f"initial synthesis model (tiny Llama from a toy base model, recipe overrides `{args['synthesis_flags']}`) "
-        f"writes about the rest; LESS (real per-sample LoRA gradients, `{args['select_flags']}`) ranks them against "
-        f"{args['target_train']} target training problems and picks B = {args['budget']}.\n\n"
-        + selection_line(results["selection"])
-        + f"\n\nThe shared stages took {results['total_seconds'] / 60:.0f} minutes of wall time on the machine above "
-        "(shared with other jobs, nice 5, one torch thread):\n\n" + markdown_table(["stage", "minutes"], stages)
+    """A run that did not finish: the initial synthesis model's usable rows, the selection if made, the (seed, arm)
+    runs that finished, and the time of what ran; no influence-against-random verdict."""
+    if "arguments" not in results:
+        return "Toy run (`training/jiuzhang_toy.py`): no stage up to the selection finished; nothing to report."
+    args, candidates = results["arguments"], results.get("candidates", {})
+    texts = args["corpus_size"] - args["initial_texts"]
+    body = (
+        f"Toy run (`training/jiuzhang_toy.py`) **unfinished**: the comparison of influence-boosted against "
+        f"random-boosted final models is not complete, so it is not claimed. Sizes: a generated corpus of "
+        f"{args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target topic; a toy base "
+        f"model of {args['base_passages']} passages ({overrides(args['base_flags'])}); the scripted teacher (standing in for "
+        f"GPT-4) writes about {args['initial_texts']} random texts; the initial synthesis model "
+        f"({overrides(args['synthesis_flags'])}, {args['max_new_tokens']} new tokens per loop round) writes about the other "
+        f"{texts}; LESS (real per-sample LoRA gradients, {overrides(args['select_flags'])}) ranks "
+        f"them against {args['target_train']} target training problems and picks B = {args['budget']}.\n\n"
     )
+    if candidates:
+        dropped = ", ".join(
+            f"{reason} {n}" for reason, n in sorted(candidates["dropped"].items(), key=lambda x: -x[1])
+        )
+        body += (
+            f"Initial synthesis model: {candidates['kept']} usable rows of {candidates['requests']} requests "
+            f"({candidates['kept'] / max(candidates['requests'], 1):.0%}); dropped: {dropped or 'none'}.\n\n"
+        )
+    if "selection" in results:
+        body += selection_line(results["selection"]) + "\n\n"
+    elif "candidate_texts" in results:
+        body += (
+            f"**Stopped before the selection**: the initial synthesis model wrote usable rows for "
+            f"{results['candidate_texts']} candidate texts ({results['relevant_candidate_texts']} on the target "
+            f"topic), no more than B = {args['budget']}, so the run stopped there in one line (a selection of B among them chooses nothing).\n\n"
+        )
+    arms = results.get("finished_arms", [])
+    if arms:
+        rows = [[a["arm"], a["seed"], f"{a['accuracy']:.1%}", f"{sum(a['seconds'].values()) / 60:.0f}"] for a in arms]
+        body += "Finished (seed, arm) runs:\n\n" + markdown_table(
+            ["boost", "seed", "held-out accuracy", "minutes"], rows
+        )
+        body += "\n\n"
+    else:
+        body += "No (seed, arm) run finished.\n\n"
+    stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results.get("stage_seconds", {}).items()]
+    if stages:
+        body += (
+            f"Time of the stages that ran ({results.get('wall_seconds', 0) / 60:.0f} minutes of wall time in all, on "
+            "the machine above shared with other helpers' jobs, the run at nice 15, one torch thread per process):"
+            "\n\n" + markdown_table(["stage", "minutes"], stages)
+        )
+    return body
+
+
+def overrides(flags: str) -> str:
+    return f"recipe overrides `{flags}`" if flags else "the tiny recipe as it is"
 
 
 def toy_section(results: dict) -> str:
@@ -159,7 +226,7 @@ def toy_section(results: dict) -> str:
     return (
         f"Toy run (`training/jiuzhang_toy.py`, {whole:.0f} minutes wall time on the machine above"
         + (f", of which {earlier / 60:.0f} in an earlier run whose base model was reused" if earlier else "")
-        + f"; the machine shared with other jobs, the run at nice 5, one torch thread per process; after the shared "
+        + f"; the machine shared with other jobs, the run at nice 15, one torch thread per process; after the shared "
         f"stages the (seed, arm) pairs ran {processes} at a time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "
         "scripted teacher standing in for GPT-4 (deterministic, served over HTTP; some replies malformed or with "
@@ -205,7 +272,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(REPO / "outputs" / "jiuzhang_toy"))
     parser.add_argument("--part", choices=["all", "replay", "toy"], default="all")
     parser.add_argument(
-        "--partial", action="store_true", help="report a toy run that stopped after its selection (never start one)"
+        "--partial",
+        action="store_true",
+        help="report what an unfinished toy run left in its workdir (never start one)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

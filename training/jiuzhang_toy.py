@@ -1,6 +1,6 @@
 """The whole JiuZhang3.0 pipeline at toy scale on a CPU, with influence selection against random selection.
 
-    python training/jiuzhang_toy.py --workdir outputs/jiuzhang_toy          # about an hour on 2 busy cores
+    python training/jiuzhang_toy.py --workdir outputs/jiuzhang_toy --processes 2   # see docs/jiuzhang3.md
     python training/jiuzhang_toy.py --corpus_size 600 --seeds 1 ...        # a smaller run (the slow test)
 
 What is real and what stands in: the corpus is generated (`numina_kit.data.toy.make_corpus`: passages on eight
@@ -16,7 +16,9 @@ Every model starts from a toy base model trained once on passages and problems o
 stand-in for the pretrained LM the paper starts from: no model could learn to read and copy from a few hundred rows).
 Stages 1-3 (initial distillation, the initial synthesis model, its candidate data and the selection) run once;
 for each seed, the boost round runs twice, with the top-B texts by influence and with B random texts, and each
-boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`.
+boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`, the stages' times
+so far to `<workdir>/progress.json`. At the default sizes the shared stages took 30 minutes on 2 busy cores and the
+run stopped before the selection: the initial synthesis model wrote rows for too few texts (docs/jiuzhang3.md).
 """
 
 import json
@@ -69,7 +71,7 @@ class ToyArguments:
     synthesis_flags: str = ""
     select_flags: str = ""
     final_flags: str = ""
-    max_new_tokens: int = 80  # per reply of the synthesis model
+    max_new_tokens: int = 160  # per round of the synthesis model (problem + code: up to ~100 toy tokens)
     arms: list[str] = field(default_factory=lambda: ["influence", "random"])
     processes: int = 1  # after the shared stages, the (seed, arm) runs go this many at once, each in its own process
 
@@ -92,6 +94,11 @@ class Toy:
         )
         self.eval_index = build_index([p.problem for p in test])
         self.timings: dict[str, float] = {}
+        # stage times of earlier runs in this workdir (a resumed run adds its own): what an unfinished run reports
+        self.progress = self.work / "progress.json"
+        earlier = json.loads(self.progress.read_text()) if self.progress.exists() else {}
+        self.earlier, self.earlier_wall = earlier.get("stage_seconds", {}), earlier.get("wall_seconds", 0.0)
+        self.start = time.monotonic()
         # the teacher writes whole replies, as a chat model does; its claimed outputs are checked afterwards
         self.teacher_config = WritingConfig(rows="request", tool_execution="after")
 
@@ -99,6 +106,11 @@ class Toy:
         start = time.monotonic()
         result = function(*args, **kwargs)
         self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
+        if set(self.args.arms) == {"influence", "random"}:  # the parent (an arm's child has its arm_*.json)
+            seconds = {k: round(self.earlier.get(k, 0.0) + v, 1) for k, v in self.timings.items()}
+            wall = round(self.earlier_wall + time.monotonic() - self.start, 1)
+            progress = {"arguments": asdict(self.args), "stage_seconds": self.earlier | seconds, "wall_seconds": wall}
+            write_json(progress, self.progress)
         return result
 
     def teach(self, texts: list[Text], name: str) -> Path:
@@ -258,7 +270,8 @@ def main(args: ToyArguments) -> dict:
             toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
         else:
             runtime = json.loads((toy.work / "base" / "train_results.json").read_text())["train_runtime"]
-            toy.timings["base model training (earlier run)"] = runtime
+            if "base model training" not in toy.earlier:  # trained by a run that kept no progress.json
+                toy.timings["base model training (earlier run)"] = runtime
         # 1-2) the initial distillation set and synthesis model
         distill = toy.timed("teacher calls", toy.teach, initial, "distill")
         synth0 = toy.timed(
@@ -287,22 +300,23 @@ def main(args: ToyArguments) -> dict:
             "candidate_rows": relevant_share(candidate_rows, toy.by_id),
         }
         logger.info("selection: %s", selection)
-        shared = {k: round(v, 1) for k, v in toy.timings.items()}
+        shared = {k: round(toy.earlier.get(k, 0.0) + v, 1) for k, v in toy.timings.items()}
         write_json(
             {"arguments": asdict(args), "selection": selection, "stage_seconds": shared,
-             "total_seconds": round(time.monotonic() - start, 1)},
+             "total_seconds": round(toy.earlier_wall + time.monotonic() - start, 1)},
             toy.work / "selection_summary.json",
         )  # fmt: skip
         influence_boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in selected], "boost_influence")
         # 4-6) per seed: both boost arms, their synthesis models, their final data and final models
+        # the shared stages' times, this run's and the earlier runs' in this workdir
+        shared = toy.earlier | {k: round(toy.earlier.get(k, 0.0) + v, 1) for k, v in toy.timings.items()}
         if args.processes > 1 and len(args.seeds) * len(args.arms) > 1:
             toy.timed("arms in parallel", run_arms_in_processes, args)
         arms: dict[str, list[dict]] = {arm: [] for arm in args.arms}
         for seed in args.seeds:
             for arm in arms:
                 arms[arm].append(run_arm(toy, arm, seed, distill, influence_boost, pool, len(selected)))
-    stage_seconds = dict(toy.timings)
-    stage_seconds.pop("arms in parallel", None)
+    stage_seconds = dict(shared)  # plus each arm's own stage times (run here or in a child process)
     for runs in arms.values():
         for run in runs:
             for name, seconds in run["seconds"].items():
@@ -321,7 +335,7 @@ def main(args: ToyArguments) -> dict:
         "arms": arms,
         "summary": summary,
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-        "total_seconds": round(time.monotonic() - start, 1),
+        "total_seconds": round(toy.earlier_wall + time.monotonic() - start, 1),  # earlier runs in the workdir too
         "processes": min(args.processes, len(args.seeds) * len(args.arms)),
     }
     if set(args.arms) == {"influence", "random"}:  # a child process running one arm leaves results.json alone

@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 ROWS = ("request", "problem")
 EXECUTIONS = ("loop", "after")
+REJECTED_REPLY_CHARS = 2000  # of a dropped reply, kept in its journal record
 
 
 @dataclass
@@ -294,8 +295,8 @@ def _check(request: Request, reply: Reply, config: WritingConfig, sandbox: Sandb
             verified = verify_tool_solution(solution, ran, key=request.id, answer_timeout=config.answer_timeout_s)
             solution = verified.solution
             record.update(claims_wrong=verified.claims_wrong, claims_missing=verified.claims_missing)
-    except Rejected as rejection:
-        return record | {"outcome": rejection.reason}
+    except Rejected as rejection:  # the reply is kept in the journal, to read why a writer's replies are dropped
+        return record | {"outcome": rejection.reason, "reply": reply.text[:REJECTED_REPLY_CHARS]}
     if config.rows == "request":
         record.update(input=request.prompt, output=render_reply(problem, solution))
     else:

@@ -88,7 +88,8 @@ def isolate_worker(config: dict) -> WorkerSetup:
     for key in os.environ.keys() - ENVIRONMENT.keys():  # the worker's own settings (PYTHONPATH, malloc) end here:
         del os.environ[key]  # its children inherit exactly ENVIRONMENT
     runs_root, uid_base = config["runs_root"], UID_BASE + config.get("slot", 0) % 1000 * UIDS_PER_WORKER
-    nproc_limit = count_own_processes() + config["max_processes"] + 64
+    spares = config.get("spare_children", 1) * (config.get("num_workers") or os.cpu_count() or 1)
+    nproc_limit = count_own_processes() + config["max_processes"] + spares + 64  # the workers' spares share the uid
     if not config.get("privileged", True):
         off = "turned off: ExecutorConfig(privileged=False)"
         return WorkerSetup(Isolation(reasons=dict.fromkeys(GUARANTEES, off)), None, False, runs_root, nproc_limit)

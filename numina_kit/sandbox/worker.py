@@ -3,8 +3,9 @@
 `numina_kit.sandbox.pool.Sandbox` starts it as `python -m numina_kit.sandbox.worker` and speaks JSON lines with it on
 stdin/stdout (`numina_kit.sandbox.protocol`). The worker first isolates itself (`isolation.isolate_worker`: the
 strongest mode the machine allows), then imports the preamble. Forking from a parent that has already imported numpy
-and sympy (and exercised sympy once) makes a block cost milliseconds instead of a fresh interpreter; one spare child
-is always forked ahead so the fork overlaps the previous run. `isolation.isolate_child` sets up each child before it
+and sympy (and exercised sympy once) makes a block cost milliseconds instead of a fresh interpreter. Children are
+forked ahead: up to `spare_children` while the worker is idle (in SC-TIR, while the model generates), and at least
+one while a block runs, so that the fork and the child's set-up are off a block's critical path. `isolation.isolate_child` sets up each child before it
 sees any code; `numina_kit.sandbox.child` runs the blocks inside it. The worker enforces the wall-clock timeout,
 kills and reaps everything a block leaves behind (it is PID 1 of its namespace, or a child subreaper) and deletes
 its files.
@@ -52,6 +53,7 @@ math.comb(10, 3); math.gcd(4, 6); math.factorial(10); math.isqrt(99)
 
 
 _exit = os._exit
+IDLE_AFTER_S = 0.02  # how long the caller must be quiet before the worker forks spares
 
 
 class PreambleError(Exception):
@@ -74,7 +76,8 @@ class Worker:
         self.config, self.setup = config, setup
         self.runs_root, self.uid_base = setup.runs_root, setup.uid_base
         self.pid = os.getpid()
-        self.spare: Child | None = None
+        self.spares: list[Child] = []  # forked ahead, isolated, waiting for a block (oldest first)
+        self.spare_target = max(1, int(config.get("spare_children", 1)))
         self.interpreters: dict[str, Child] = {}
         self.finished: list[Child] = []  # one-off children that answered: killed and cleaned after the reply
         self.shared_files: set[str] = set()  # the host's /tmp, /dev/shm... after the last cleanup ("setuid" mode)
@@ -127,6 +130,21 @@ class Worker:
         self.forget_files(child)
         self.clean_runs_root()
 
+    def take_spare(self) -> Child:
+        """The oldest spare child still alive and still in its directory, or a new one (where blocks share a uid, an
+        earlier block may have killed spares or deleted their directories)."""
+        if self.uid_base is None:
+            self.prepare_runs_root()
+        while self.spares:
+            spare = self.spares.pop(0)
+            if not self._exited_now(spare) and os.path.isdir(os.path.join(self.runs_root, str(spare.pid))):
+                return spare
+            self.reap(spare)
+        return self.fork_child()
+
+    def wants_spares(self) -> bool:
+        return len(self.spares) < self.spare_target
+
     def _wait(self, pid: int) -> int:
         try:
             return os.waitpid(pid, 0)[1]
@@ -142,8 +160,7 @@ class Worker:
         return child.status is not None
 
     def live_children(self) -> list[Child]:
-        children = [*self.interpreters.values(), *self.finished]
-        return children + ([self.spare] if self.spare is not None else [])
+        return [*self.interpreters.values(), *self.finished, *self.spares]
 
     def live_pids(self) -> set[int]:
         return {child.pid for child in self.live_children()}
@@ -238,10 +255,7 @@ class Worker:
             self.collect()  # nothing an earlier block left may be seen by this one
         child = self.interpreters.get(key) if key is not None else None
         if child is None:
-            if self.spare is not None and self._exited_now(self.spare):  # killed by a block of the same uid
-                self.reap(self.spare)
-                self.spare = None
-            child, self.spare = self.spare or self.fork_child(), None
+            child = self.take_spare()
             if key is not None:
                 self.interpreters[key] = child
         before = self.private_files() if key is not None else set()
@@ -249,8 +263,8 @@ class Worker:
             child.pipe.send({"code": code, "timeout": timeout, "last": key is None})
         except OSError:
             pass  # the child died while idle; the result below says so
-        if self.spare is None:
-            self.spare = self.fork_child()  # overlaps with the run
+        if not self.spares:
+            self.spares.append(self.fork_child())  # overlaps with the run
         result = self.await_result(child, start + timeout)
         if result is not None and key is None:
             self.finished.append(child)  # collected after the reply
@@ -304,11 +318,25 @@ class Worker:
         self.collect()
         for key in list(self.interpreters):
             self.forget(key)
-        if self.spare is not None:
-            spare, self.spare = self.spare, None
+        spares, self.spares = self.spares, []
+        for spare in spares:
             self.reap(spare)
         self.kill_leftovers()
         shutil.rmtree(self.runs_root, ignore_errors=True)
+
+
+def idle(worker: Worker, caller: Pipe) -> None:
+    """Until the next request arrives: fork spare children up to the target, one at a time, once the caller has been
+    quiet for `IDLE_AFTER_S` (within a round the next block comes sooner: forking then would delay it); then, while
+    finished children or their orphans are still exiting, collect them."""
+    if worker.wants_spares() and caller.ready(IDLE_AFTER_S):
+        return
+    while worker.wants_spares():
+        if caller.ready(0):
+            return
+        worker.spares.append(worker.fork_child())
+    while worker.has_leftovers() and not caller.ready(0.02):
+        worker.collect()
 
 
 def main() -> int:
@@ -329,7 +357,7 @@ def main() -> int:
     os.dup2(2, 1)  # stray prints from imports go to the log, never into the protocol
     try:
         worker = Worker(config, setup)
-        worker.spare = worker.fork_child()
+        worker.spares.append(worker.fork_child())
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, which raises it
         error = f"{type(exc).__name__}: {exc}"
         caller.send({"ready": False, "error": error, "preamble": isinstance(exc, PreambleError)})
@@ -345,9 +373,7 @@ def main() -> int:
     )
     try:
         while True:
-            # while finished children or their orphans are still exiting, keep collecting them between requests
-            while worker.has_leftovers() and not caller.ready(0.02):
-                worker.collect()
+            idle(worker, caller)
             request = caller.receive()
             if request is None:
                 break
@@ -355,6 +381,10 @@ def main() -> int:
                 result = worker.run(request["code"], float(request["timeout"]), request.get("key"))
                 caller.send(result | {"live": sorted(worker.live_pids())})
                 worker.collect()
+            elif request["op"] == "live":  # the spares it keeps when idle included (for the containment tests)
+                while worker.wants_spares():
+                    worker.spares.append(worker.fork_child())
+                caller.send({"live": sorted(worker.live_pids())})
             elif request["op"] == "forget":
                 worker.forget(request["key"])
                 caller.send({"ok": True})

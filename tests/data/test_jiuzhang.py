@@ -85,6 +85,8 @@ def test_teacher_rows_are_checked_and_counted(tmp_path, server, sandbox):
         <= {"no [Solution]", "\\boxed disagrees with the output", "near duplicate"}
     )
     assert stats["kept_claims_wrong"] > 0  # the teacher's wrong claims were replaced, not kept
+    malformed = [r for r in journal if r["outcome"] == "no [Solution]"]  # a dropped reply is kept to be read
+    assert malformed and all(r["reply"].startswith("[Problem]") and "[Solution]" not in r["reply"] for r in malformed)
     assert sum(stats["kept_per_stage"].values()) == len(rows)
     for row in rows:
         assert set(row) == {"input", "output", "text_id", "stage"}

@@ -56,12 +56,33 @@ def test_a_finished_arm_is_reused(tmp_path):
     assert toy.run_arm(Finished(), "random", 1, tmp_path / "d.jsonl", tmp_path / "b.jsonl", ["t1"], 1) == done
 
 
+def test_stage_times_add_up_across_resumed_runs(tmp_path):
+    """An unfinished run reports its stages' times from progress.json; a resumed run adds its own to them."""
+    toy = toy_script()
+    args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
+    first = toy.Toy(args, None, None)
+    assert first.timed("teacher calls", lambda x: x + 1, 1) == 2
+    first.timings["teacher calls"] = 10.0  # as if the stage had taken 10 s
+    first.timed("synthesis", lambda: None)
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["arguments"]["corpus_size"] == 40 and progress["stage_seconds"]["teacher calls"] == 10.0
+    resumed = toy.Toy(args, None, None)
+    resumed.timed("teacher calls", lambda: None)
+    seconds = json.loads((tmp_path / "progress.json").read_text())["stage_seconds"]
+    assert 10.0 <= seconds["teacher calls"] < 11.0 and "synthesis" in seconds
+    child = toy.Toy(replace(args, arms=["random"]), None, None)  # an arm's process keeps its times in arm_*.json
+    child.timed("teacher calls", lambda: None)
+    assert json.loads((tmp_path / "progress.json").read_text())["stage_seconds"] == seconds
+
+
 @pytest.mark.slow
 def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path, monkeypatch):
     """At a size CI can afford (minutes on 2 cores) the initial synthesis model is too weak to write rows for more
-    candidate texts than the budget B. The driver must run every stage before it (toy base model, teacher
-    distillation over HTTP with executed tool outputs, synthesis model training, candidate synthesis), then refuse to
-    select from too few texts in one line, keeping every stage's output for a rerun at a larger size."""
+    candidate texts than the budget B: its base model (400 passages x 3 epochs, 48 steps) ends near loss 1.6 and the
+    replies are degenerate (repeated `[Problem]`, runs of one digit), at 80 and at 160 new tokens alike. The driver
+    must run every stage before it (toy base model, teacher distillation over HTTP with executed tool outputs,
+    synthesis model training, candidate synthesis), then refuse to select from too few texts in one line, keeping
+    every stage's output for a rerun at a larger size."""
     monkeypatch.syspath_prepend(str(REPO / "training"))  # the driver imports sft.py and friends as it goes
     jiuzhang_toy = toy_script()
     args = jiuzhang_toy.ToyArguments(

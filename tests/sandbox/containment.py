@@ -232,9 +232,7 @@ def stray_processes(box: Sandbox) -> list[str]:
     """Processes the blocks of `box` left behind: descendants of its workers (PID 1 of their namespace, or
     subreapers, so orphans stay below them) other than the serving worker and its live (spare, stateful) children."""
     strays = []
-    for worker in box._workers:
-        if worker.proc is None or worker.proc.poll() is not None:
-            continue
+    for worker in refreshed(box):
         pid_namespace = worker.info["isolation"]["private_processes"]
         for proc in descendants(worker.proc.pid):
             try:
@@ -244,6 +242,15 @@ def stray_processes(box: Sandbox) -> list[str]:
             except (OSError, psutil.Error):
                 continue  # gone meanwhile
     return strays
+
+
+def refreshed(box: Sandbox) -> list:
+    """The running workers of `box`, each asked to finish forking its spare children and to say which children are
+    live (a worker forks spares while idle, after its last reply)."""
+    workers = [worker for worker in box._workers if worker.proc is not None and worker.proc.poll() is None]
+    for worker in workers:
+        worker.request({"op": "live"}, time.monotonic() + 30)
+    return [worker for worker in workers if worker.proc is not None and worker.proc.poll() is None]
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -257,9 +264,7 @@ def leftover_files(box: Sandbox) -> list[str]:
     """Entries of each worker's runs directory that belong to no live child, seen through its mount namespace
     (/proc/PID/root) or, where the worker cannot be inspected (it shares its uid with the blocks), by a block."""
     found = []
-    for worker in box._workers:
-        if worker.proc is None or worker.proc.poll() is not None:
-            continue
+    for worker in refreshed(box):
         runs = worker.info["runs_root"]
         try:
             entries = os.listdir(f"/proc/{worker.proc.pid}/root{runs}")

@@ -15,7 +15,15 @@ import pytest
 from numina_kit.errors import InputError
 from numina_kit.sandbox.pool import ExecResult, ExecutorConfig, Sandbox, run_code, run_codes
 from numina_kit.sandbox.protocol import STATE_LOST
-from tests.sandbox.containment import GRACE, TIMEOUT, leftover_files, make_sandbox, settle, stray_processes
+from tests.sandbox.containment import (
+    GRACE,
+    TIMEOUT,
+    leftover_files,
+    make_sandbox,
+    refreshed,
+    settle,
+    stray_processes,
+)
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,7 +156,14 @@ def test_run_many_rejects_mismatched_keys(sandbox):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("timeout", 0), ("timeout", -1.0), ("max_output_chars", 0), ("memory_mb", "big"), ("num_workers", 0)],
+    [
+        ("timeout", 0),
+        ("timeout", -1.0),
+        ("max_output_chars", 0),
+        ("memory_mb", "big"),
+        ("num_workers", 0),
+        ("spare_children", 0),
+    ],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(InputError):
@@ -246,3 +261,17 @@ def test_working_directory_is_private_and_deleted(sandbox):
     assert second.endswith("[]")
     assert settle(lambda: stray_processes(sandbox)) == []
     assert settle(lambda: leftover_files(sandbox)) == []
+
+
+def test_idle_worker_forks_spares_ahead_and_each_block_gets_its_own():
+    """While idle a worker forks `spare_children` isolated children; blocks take them, one block each,
+    and nothing of the used ones is left behind."""
+    with make_sandbox(num_workers=1, spare_children=3) as box:
+        box.run("1")
+        spares = refreshed(box)[0].live
+        assert len(spares) == 3
+        pids = [int(box.run("import os\nprint(os.getpid())").output) for _ in range(3)]
+        assert sorted(pids) == spares
+        assert box.run("import os\nprint(os.getpid())").output not in {str(pid) for pid in pids}
+        assert settle(lambda: stray_processes(box)) == []
+        assert settle(lambda: leftover_files(box)) == []

@@ -2,7 +2,7 @@
 
 Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
 the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
-nothing while time remains), the overrun learned and kept for later problems, the ceiling (a competition's per-call limit), what the budget learns from finished
+nothing while time remains), the overrun learned and kept for the later hard problems, the ceiling (a competition's per-call limit), what the budget learns from finished
 problems, the end of the budget, and bad arguments.
 """
 
@@ -30,9 +30,9 @@ def test_first_allotment_shares_the_run_between_expected_hard_and_easy_problems(
     b = budget(FakeClock())
     share = 17400 / 50
     later_hard = 15 * 49 / 50  # 30% of 50 problems are expected to be hard
-    expected = (17400 - (49 - later_hard) * 0.3 * share) / (1 + later_hard)
+    expected = (17400 - (49 - later_hard) * 0.6 * share) / (1 + later_hard)  # an easy one: 0.6 share, a priori
     assert b.allotment() == pytest.approx(expected)
-    assert 2 * share < b.allotment() < 3 * share  # between the fair share and the clamp rule's 900 s
+    assert share < b.allotment() < 3 * share  # between the fair share and the clamp rule's 900 s
 
 
 def test_easy_problems_leave_their_time_to_the_hard_ones():
@@ -83,21 +83,37 @@ def test_the_floor_is_promised_to_every_later_problem():
     assert b.floor() == pytest.approx(10.0) and b.allotment() == pytest.approx(10.0)  # an equal share each
 
 
-def test_an_overrun_is_kept_for_every_later_problem_and_before_the_end():
-    """The synchronous loop finishes the round it started: the mean overrun seen is promised to every later problem."""
+def test_an_overrun_is_kept_for_every_later_hard_problem_and_before_the_end():
+    """The synchronous loop finishes the round it started: the mean overrun seen is promised to every later problem
+    expected to run to its deadline (the expected hard ones); one that stops early does not overrun."""
     clock = FakeClock()
-    b = budget(clock, floor_s=100.0)
+    b = budget(clock, floor_s=100.0, hard_share=0.1, easy_share=0.0)  # 5 hard problems expected
     clock.now = b.deadline() + 100.0  # ran 100 s past its deadline
     b.done()
     assert b.history[0].hard and b.overrun() == pytest.approx(100.0)
-    clock.now = 17400 - (48 * 200 + 100 + 400)  # 400 s more than 48 later floors + overruns and this one's overrun
+    assert b.later_hard() == pytest.approx(4 * 48 / 49)  # 4 hard ones left, spread over the 49 problems to come
+    later = 48 * 100 + 100 * b.later_hard()  # 48 later floors, and the overruns of the hard ones among them
+    clock.now = 17400 - (later + 100 + 400)  # 400 s more than those and this one's overrun
     assert b.share() > 400 and b.allotment() == pytest.approx(400.0)
+    clock.now += 200.0  # now 200 s more than the later problems' floors and overruns: this one gets only that
+    assert b.allotment() == pytest.approx(200.0)
     one_left = budget(FakeClock(), num_problems=2, floor_s=100.0)
     one_left.clock.now = one_left.deadline() + 50.0
     one_left.done()
     assert one_left.allotment() == pytest.approx(one_left.remaining() - 50.0)  # ends its overrun before the end
     one_left.clock.now = one_left.end - 30.0  # less time left than the overrun seen: the last one still gets it all
     assert one_left.allotment() == pytest.approx(30.0)
+
+
+def test_the_next_problem_keeps_the_overrun_even_when_no_hard_one_is_expected():
+    """A problem that overruns eats into the next one's time: its overrun is kept for at least one later problem."""
+    clock = FakeClock()
+    b = budget(clock, num_problems=3, floor_s=100.0, hard_share=0.0, easy_share=0.0)
+    clock.now = b.deadline() + 50.0  # the first overran by 50 s; no hard problem is expected any more
+    b.done()
+    assert b.later_hard() == 0.0 and b.overrun() == pytest.approx(50.0)
+    clock.now = b.end - 1000.0
+    assert b.allotment() == pytest.approx(1000.0 - 50.0 - (100.0 + 50.0))  # its overrun, the next one's floor + o
 
 
 def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
