@@ -79,7 +79,9 @@ class ToyArguments:
 class Toy:
     """The run's fixed parts (corpus, teacher, sandbox, target problems) and its stages as methods."""
 
-    def __init__(self, args: ToyArguments, teacher: HTTPTeacher, sandbox: Sandbox) -> None:
+    def __init__(
+        self, args: ToyArguments, teacher: HTTPTeacher, sandbox: Sandbox, started: float | None = None
+    ) -> None:
         self.args, self.teacher, self.sandbox = args, teacher, sandbox
         self.work = Path(args.workdir)
         self.texts = make_corpus(args.corpus_size, relevant_share=args.relevant_share, seed=args.corpus_seed)
@@ -98,7 +100,7 @@ class Toy:
         self.progress = self.work / "progress.json"
         earlier = json.loads(self.progress.read_text()) if self.progress.exists() else {}
         self.earlier, self.earlier_wall = earlier.get("stage_seconds", {}), earlier.get("wall_seconds", 0.0)
-        self.start = time.monotonic()
+        self.start = time.monotonic() if started is None else started  # when this run began
         # the teacher writes whole replies, as a chat model does; its claimed outputs are checked afterwards
         self.teacher_config = WritingConfig(rows="request", tool_execution="after")
 
@@ -106,12 +108,23 @@ class Toy:
         start = time.monotonic()
         result = function(*args, **kwargs)
         self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
-        if set(self.args.arms) == {"influence", "random"}:  # the parent (an arm's child has its arm_*.json)
-            seconds = {k: round(self.earlier.get(k, 0.0) + v, 1) for k, v in self.timings.items()}
-            wall = round(self.earlier_wall + time.monotonic() - self.start, 1)
-            progress = {"arguments": asdict(self.args), "stage_seconds": self.earlier | seconds, "wall_seconds": wall}
-            write_json(progress, self.progress)
+        if self.is_parent:
+            progress = {"arguments": asdict(self.args), "stage_seconds": self.stage_seconds()}
+            write_json(progress | {"wall_seconds": self.wall_seconds()}, self.progress)
         return result
+
+    @property
+    def is_parent(self) -> bool:
+        """Whether this is the run's own process (a child process running one arm writes only its arm_*.json)."""
+        return set(self.args.arms) == {"influence", "random"}
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Each stage's time so far, the earlier runs' in this workdir included."""
+        return self.earlier | {k: round(self.earlier.get(k, 0.0) + v, 1) for k, v in self.timings.items()}
+
+    def wall_seconds(self) -> float:
+        """Wall time so far, the earlier runs' in this workdir included."""
+        return round(self.earlier_wall + time.monotonic() - self.start, 1)
 
     def teach(self, texts: list[Text], name: str) -> Path:
         """The teacher writes distillation rows (request -> reply) about `texts`."""
@@ -258,7 +271,7 @@ def main(args: ToyArguments) -> dict:
         Sandbox(ExecutorConfig(timeout=5.0, stateful=True)) as sandbox,
     ):
         teacher = HTTPTeacher(TeacherConfig(base_url=server.url, max_concurrency=16))
-        toy = Toy(args, teacher, sandbox)
+        toy = Toy(args, teacher, sandbox, started=start)
         rng = random.Random(args.corpus_seed)
         initial = rng.sample(toy.texts, args.initial_texts)
         initial_ids = {t.id for t in initial}
@@ -300,16 +313,14 @@ def main(args: ToyArguments) -> dict:
             "candidate_rows": relevant_share(candidate_rows, toy.by_id),
         }
         logger.info("selection: %s", selection)
-        shared = {k: round(toy.earlier.get(k, 0.0) + v, 1) for k, v in toy.timings.items()}
         write_json(
-            {"arguments": asdict(args), "selection": selection, "stage_seconds": shared,
-             "total_seconds": round(toy.earlier_wall + time.monotonic() - start, 1)},
+            {"arguments": asdict(args), "selection": selection, "stage_seconds": toy.stage_seconds(),
+             "total_seconds": toy.wall_seconds()},
             toy.work / "selection_summary.json",
         )  # fmt: skip
         influence_boost = toy.timed("teacher calls", toy.teach, [toy.by_id[i] for i in selected], "boost_influence")
         # 4-6) per seed: both boost arms, their synthesis models, their final data and final models
-        # the shared stages' times, this run's and the earlier runs' in this workdir
-        shared = toy.earlier | {k: round(toy.earlier.get(k, 0.0) + v, 1) for k, v in toy.timings.items()}
+        shared = toy.stage_seconds()  # before the arms: each arm reports its own stages below
         if args.processes > 1 and len(args.seeds) * len(args.arms) > 1:
             toy.timed("arms in parallel", run_arms_in_processes, args)
         arms: dict[str, list[dict]] = {arm: [] for arm in args.arms}
@@ -335,10 +346,10 @@ def main(args: ToyArguments) -> dict:
         "arms": arms,
         "summary": summary,
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-        "total_seconds": round(toy.earlier_wall + time.monotonic() - start, 1),  # earlier runs in the workdir too
+        "total_seconds": toy.wall_seconds(),
         "processes": min(args.processes, len(args.seeds) * len(args.arms)),
     }
-    if set(args.arms) == {"influence", "random"}:  # a child process running one arm leaves results.json alone
+    if toy.is_parent:  # a child process running one arm leaves results.json alone
         write_json(results, Path(args.workdir) / "results.json")
     print(json.dumps({"summary": summary, "hypergeometric_p": selection["hypergeometric_p"]}))
     return results
