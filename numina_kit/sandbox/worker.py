@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from numina_kit.sandbox.child import serve_blocks
@@ -144,6 +145,11 @@ class Worker:
 
     def wants_spares(self) -> bool:
         return len(self.spares) < self.spare_target
+
+    def fork_spares(self, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Fork spare children, one at a time, up to the target or until `interrupted()`."""
+        while self.wants_spares() and not interrupted():
+            self.spares.append(self.fork_child())
 
     def _wait(self, pid: int) -> int:
         try:
@@ -331,10 +337,9 @@ def idle(worker: Worker, caller: Pipe) -> None:
     finished children or their orphans are still exiting, collect them."""
     if worker.wants_spares() and caller.ready(IDLE_AFTER_S):
         return
-    while worker.wants_spares():
-        if caller.ready(0):
-            return
-        worker.spares.append(worker.fork_child())
+    worker.fork_spares(interrupted=lambda: caller.ready(0))
+    if worker.wants_spares():  # a request came in first
+        return
     while worker.has_leftovers() and not caller.ready(0.02):
         worker.collect()
 
@@ -382,8 +387,7 @@ def main() -> int:
                 caller.send(result | {"live": sorted(worker.live_pids())})
                 worker.collect()
             elif request["op"] == "live":  # the spares it keeps when idle included (for the containment tests)
-                while worker.wants_spares():
-                    worker.spares.append(worker.fork_child())
+                worker.fork_spares()
                 caller.send({"live": sorted(worker.live_pids())})
             elif request["op"] == "forget":
                 worker.forget(request["key"])
