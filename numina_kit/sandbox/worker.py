@@ -78,7 +78,7 @@ class Worker:
         self.runs_root, self.uid_base = setup.runs_root, setup.uid_base
         self.pid = os.getpid()
         self.spares: list[Child] = []  # forked ahead, isolated, waiting for a block (oldest first)
-        self.spare_target = max(1, int(config.get("spare_children", 1)))
+        self.spare_target = int(config["spare_children"])
         self.interpreters: dict[str, Child] = {}
         self.finished: list[Child] = []  # one-off children that answered: killed and cleaned after the reply
         self.shared_files: set[str] = set()  # the host's /tmp, /dev/shm... after the last cleanup ("setuid" mode)
@@ -86,10 +86,13 @@ class Worker:
         become_subreaper()
         self.baseline = self.private_files()  # the private dirs hold only the runs directory (and mounted-back code)
         self.namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+        os.environ["SYMPY_CACHE_SIZE"] = str(config["sympy_cache"])  # read when the preamble imports sympy
         try:
             exec(compile(config["preamble"], "<preamble>", "exec"), self.namespace)
         except BaseException as exc:  # noqa: BLE001
             raise PreambleError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            del os.environ["SYMPY_CACHE_SIZE"]  # blocks get exactly ENVIRONMENT
         if config.get("warmup", True) and {"sp", "np", "math"} <= self.namespace.keys():
             exec(WARMUP, dict(self.namespace))
         gc.collect()
