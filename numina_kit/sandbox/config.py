@@ -29,9 +29,7 @@ class ExecutorConfig:
     warmup: bool = True  # exercise sympy once in each worker so lazy imports and caches are loaded
     privileged: bool = True  # isolate as strongly as the machine allows (False: rlimits and a private directory only)
     spare_children: int = 24  # children each worker forks ahead while idle (a round's share of 48 blocks on 2 cores)
-    sympy_cache_size: int | None = (
-        None  # entries per sympy cache; None: ONE_OFF_SYMPY_CACHE, or sympy's 1000 if stateful
-    )
+    sympy_cache_size: int | None = None  # entries per sympy cache in a block (None: see `sympy_cache_entries`)
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
