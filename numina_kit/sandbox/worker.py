@@ -140,10 +140,22 @@ class Worker:
             self.prepare_runs_root()
         while self.spares:
             spare = self.spares.pop(0)
-            if not self._exited_now(spare) and os.path.isdir(os.path.join(self.runs_root, str(spare.pid))):
+            if not self._exited_now(spare) and self.kept_directory(spare):
                 return spare
             self.reap(spare)
         return self.fork_child()
+
+    def kept_directory(self, spare: Child) -> bool:
+        """Whether `spare` still has its working directory. Only where blocks share the worker's uid can a block have
+        deleted it; a spare still setting up (its cwd not yet there) has not made it yet, and will."""
+        workdir = os.path.join(self.runs_root, str(spare.pid))
+        if self.uid_base is not None or os.path.isdir(workdir):
+            return True
+        try:
+            cwd = os.readlink(f"/proc/{spare.pid}/cwd")
+        except OSError:
+            return False
+        return not cwd.startswith(workdir)  # in its directory, and the directory is gone: "<workdir> (deleted)"
 
     def wants_spares(self) -> bool:
         return len(self.spares) < self.spare_target
