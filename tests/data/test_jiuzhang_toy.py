@@ -42,18 +42,50 @@ def test_an_arm_process_runs_the_same_sizes():
     assert child == replace(args, seeds=[2], arms=["random"], processes=1)
 
 
-def test_a_finished_arm_is_reused(tmp_path):
+def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path):
     toy = toy_script()
+    args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
+    files = [write_jsonl([{"input": name, "output": "x"}], tmp_path / f"{name}.jsonl") for name in ("d", "b")]
 
-    class Finished:  # a run whose arm is done: nothing may be trained, written or scored again
-        work = tmp_path
-
+    class Finished(toy.Toy):  # a run whose arm is done: nothing may be trained, written or scored again
         def __getattr__(self, name):
             raise AssertionError(f"the finished arm touched {name}")
 
+    finished = Finished(args, None, None)
+    finished.keys["base"] = "base-key"
     done = {"seed": 1, "accuracy": 0.5, "boost": {"rows": 3, "relevant_rows": 1}, "seconds": {}}
     write_json(done, tmp_path / "arm_random_1.json")
-    assert toy.run_arm(Finished(), "random", 1, tmp_path / "d.jsonl", tmp_path / "b.jsonl", ["t1"], 1) == done
+    # an arm finished by a run that kept no stage key is reused (with a warning)
+    assert toy.run_arm(finished, "random", 1, *files, ["t1"], 1) == done
+    assert toy.run_arm(finished, "random", 1, *files, ["t1"], 1) == done  # its key now recorded: reused again
+    changed = Finished(replace(args, final_flags="--num_train_epochs 9"), None, None)
+    changed.keys["base"] = "base-key"
+
+    def teach(texts, name):
+        raise AssertionError(f"redone: the teacher writes {name}")
+
+    changed.teach = teach
+    with pytest.raises(AssertionError, match="redone: the teacher writes boost_random_1"):  # other settings
+        toy.run_arm(changed, "random", 1, *files, [changed.texts[0].id], 1)
+    assert not (tmp_path / "arm_random_1.json").exists()
+
+
+def test_a_stage_is_redone_when_what_determines_it_changes(tmp_path):
+    """The stage key: a rerun with the same key keeps the stage's outputs, one with another key deletes them (the
+    bug it fixes: changing only --synthesis_flags reused the synthesis model trained with the old flags)."""
+    toy = toy_script()
+    args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
+    run = toy.Toy(args, None, None)
+    model = tmp_path / "synth0"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    key = {"recipe": "r", "data": "d", "seed": 0, "flags": ""}
+    first = run.claim("synth0", key, [model])
+    assert run.claim("synth0", dict(key), [model]) == first and (model / "config.json").exists()
+    resumed = toy.Toy(args, None, None)  # a rerun of the same workdir with other flags
+    assert resumed.claim("synth0", key | {"flags": "--num_train_epochs 20"}, [model]) != first
+    assert not model.exists()
+    assert resumed.claim("synth0", key, [model]) == first  # and back: the new key was recorded in between
 
 
 def test_stage_times_add_up_across_resumed_runs(tmp_path):
