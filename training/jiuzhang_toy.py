@@ -139,17 +139,17 @@ class Toy:
         """Record what determines `stage`'s output (its key) and return the key's digest, for the stages after it.
 
         A rerun reuses or resumes a stage's `outputs` only when they were made with the same key; made with another
-        (a changed recipe flag, other input data, a retrained model upstream) they are deleted and the stage is
-        redone, so that a rerun never reports an old model's output under new settings. Outputs of a run that kept
-        no key (before keys existed) are reused with a warning.
+        (a changed recipe flag, other input data, a retrained model upstream) or with none recorded (a run before
+        stage keys), they are deleted and the stage is redone, so a rerun never reports an old model's output under
+        new settings.
         """
         record = self.work / "stages" / f"{stage}.json"
         earlier = json.loads(record.read_text())["key"] if record.exists() else None
-        if earlier is None and any(path.exists() for path in outputs):
-            logger.warning("%s: reusing outputs kept without a stage key: %s", stage, ", ".join(map(str, outputs)))
-        elif earlier is not None and earlier != key:
-            changed = sorted(k for k in key.keys() | earlier.keys() if key.get(k) != earlier.get(k))
-            logger.warning("%s: made with other %s; redoing it", stage, ", ".join(changed))
+        if earlier != key and any(path.exists() for path in outputs):
+            changed = sorted(k for k in key.keys() | (earlier or {}).keys() if key.get(k) != (earlier or {}).get(k))
+            logger.warning(
+                "%s: made with %s; redoing it", stage, f"other {', '.join(changed)}" if earlier else "no key"
+            )
             for path in outputs:
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         if self.is_parent or earlier != key:  # an arm's process writes only its own stages' keys

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from trl import TrlParser
 
-from numina_kit.data.jsonl import read_jsonl, write_json, write_jsonl
+from numina_kit.data.jsonl import read_jsonl, write_jsonl
 from numina_kit.errors import InputError
 
 
@@ -45,34 +45,43 @@ def test_an_arm_process_runs_the_same_sizes():
 def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path):
     toy = toy_script()
     args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
-    files = [write_jsonl([{"input": name, "output": "x"}], tmp_path / f"{name}.jsonl") for name in ("d", "b")]
+
+    class Stub(toy.Toy):  # stages that write rows about their texts at once, instead of training models
+        def teach(self, texts, name):
+            return write_jsonl([{"text_id": t.id} for t in texts], self.work / f"{name}.jsonl")
+
+        def train(self, recipe, data, output, seed, flags):
+            return self.work / output
+
+        def synthesize(self, model, texts, name, seed):
+            return self.teach(texts[:3], name)
+
+        def score(self, model):
+            return 0.5
 
     class Finished(toy.Toy):  # a run whose arm is done: nothing may be trained, written or scored again
-        def __getattr__(self, name):
-            raise AssertionError(f"the finished arm touched {name}")
+        def teach(self, texts, name):
+            raise AssertionError(f"redone: the teacher writes {name}")
 
+    stub = Stub(args, None, None)
+    stub.keys["base"] = "base-key"
+    files = [stub.teach(stub.texts[:2], "distill"), stub.teach(stub.texts[2:4], "boost_influence")]
+    pool = [t.id for t in stub.texts[4:10]]
+    done = toy.run_arm(stub, "random", 1, *files, pool, 2)
+    assert done["accuracy"] == 0.5 and done["boost"]["rows"] == 2 and done["final_data"]["rows"] == 3
     finished = Finished(args, None, None)
     finished.keys["base"] = "base-key"
-    done = {"seed": 1, "accuracy": 0.5, "boost": {"rows": 3, "relevant_rows": 1}, "seconds": {}}
-    write_json(done, tmp_path / "arm_random_1.json")
-    # an arm finished by a run that kept no stage key is reused (with a warning)
-    assert toy.run_arm(finished, "random", 1, *files, ["t1"], 1) == done
-    assert toy.run_arm(finished, "random", 1, *files, ["t1"], 1) == done  # its key now recorded: reused again
+    assert toy.run_arm(finished, "random", 1, *files, pool, 2) == done
     changed = Finished(replace(args, final_flags="--num_train_epochs 9"), None, None)
     changed.keys["base"] = "base-key"
-
-    def teach(texts, name):
-        raise AssertionError(f"redone: the teacher writes {name}")
-
-    changed.teach = teach
     with pytest.raises(AssertionError, match="redone: the teacher writes boost_random_1"):  # other settings
-        toy.run_arm(changed, "random", 1, *files, [changed.texts[0].id], 1)
+        toy.run_arm(changed, "random", 1, *files, pool, 2)
     assert not (tmp_path / "arm_random_1.json").exists()
 
 
 def test_a_stage_is_redone_when_what_determines_it_changes(tmp_path):
-    """The stage key: a rerun with the same key keeps the stage's outputs, one with another key deletes them (the
-    bug it fixes: changing only --synthesis_flags reused the synthesis model trained with the old flags)."""
+    """The stage key: a rerun with the same key keeps the stage's outputs, one with another key or none recorded
+    deletes them (the bug it fixes: changing only --synthesis_flags reused the synthesis model of the old flags)."""
     toy = toy_script()
     args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
     run = toy.Toy(args, None, None)
@@ -80,6 +89,9 @@ def test_a_stage_is_redone_when_what_determines_it_changes(tmp_path):
     model.mkdir()
     (model / "config.json").write_text("{}")
     key = {"recipe": "r", "data": "d", "seed": 0, "flags": ""}
+    assert run.claim("synth0", key, [model]) and not model.exists()  # made by a run that recorded no key
+    model.mkdir()
+    (model / "config.json").write_text("{}")
     first = run.claim("synth0", key, [model])
     assert run.claim("synth0", dict(key), [model]) == first and (model / "config.json").exists()
     resumed = toy.Toy(args, None, None)  # a rerun of the same workdir with other flags
