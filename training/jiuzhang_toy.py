@@ -17,8 +17,10 @@ stand-in for the pretrained LM the paper starts from: no model could learn to re
 Stages 1-3 (initial distillation, the initial synthesis model, its candidate data and the selection) run once;
 for each seed, the boost round runs twice, with the top-B texts by influence and with B random texts, and each
 boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`, the stages' times
-so far to `<workdir>/progress.json`. At the default sizes the shared stages took 30 minutes on 2 busy cores and the
-run stopped before the selection: the initial synthesis model wrote rows for too few texts (docs/jiuzhang3.md).
+so far to `<workdir>/progress.json`. A rerun of a workdir reuses a stage only if its key (recipe, input data, seed,
+flags, upstream model) is the one recorded in `<workdir>/stages/`; otherwise the stage is redone. So far no run got
+past the selection on 2 shared cores: the toy base models tried do not yet copy numbers from their context, so the
+initial synthesis model writes rows for too few texts (docs/jiuzhang3.md).
 """
 
 import hashlib
