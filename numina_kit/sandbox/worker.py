@@ -27,14 +27,13 @@ from numina_kit.sandbox.isolation import (
     WorkerSetup,
     become_subreaper,
     child_pids,
-    clean_shared_dirs,
     descendants,
     enter_pid_namespace,
     isolate_child,
     isolate_worker,
     kill_processes_of,
-    remove,
 )
+from numina_kit.sandbox.leftovers import SharedDirs, remove
 from numina_kit.sandbox.protocol import STATE_LOST, Pipe, pipe_pair, timeout_message
 
 
@@ -78,18 +77,21 @@ class Worker:
         self.runs_root, self.uid_base = setup.runs_root, setup.uid_base
         self.pid = os.getpid()
         self.spares: list[Child] = []  # forked ahead, isolated, waiting for a block (oldest first)
-        self.spare_target = max(1, int(config.get("spare_children", 1)))
+        self.spare_target = int(config["spare_children"])
         self.interpreters: dict[str, Child] = {}
         self.finished: list[Child] = []  # one-off children that answered: killed and cleaned after the reply
-        self.shared_files: set[str] = set()  # the host's /tmp, /dev/shm... after the last cleanup ("setuid" mode)
+        self.shared_dirs = SharedDirs()  # the host's /tmp, /dev/shm... ("setuid" mode)
         self.prepare_runs_root()
         become_subreaper()
         self.baseline = self.private_files()  # the private dirs hold only the runs directory (and mounted-back code)
         self.namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+        os.environ["SYMPY_CACHE_SIZE"] = str(config["sympy_cache"])  # read when the preamble imports sympy
         try:
             exec(compile(config["preamble"], "<preamble>", "exec"), self.namespace)
         except BaseException as exc:  # noqa: BLE001
             raise PreambleError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            del os.environ["SYMPY_CACHE_SIZE"]  # blocks get exactly ENVIRONMENT
         if config.get("warmup", True) and {"sp", "np", "math"} <= self.namespace.keys():
             exec(WARMUP, dict(self.namespace))
         gc.collect()
@@ -218,7 +220,7 @@ class Worker:
             for path in self.private_files() - self.baseline - kept:
                 remove(path)
         elif child.uid is not None:
-            self.shared_files = clean_shared_dirs(child.uid, set() if thorough else self.shared_files)
+            self.shared_dirs.clean(child.uid, thorough=thorough)
 
     def clean_runs_root(self) -> None:
         """Delete anything in the runs directory that does not belong to a live child."""
