@@ -221,11 +221,9 @@ def toy_section(results: dict) -> str:
         else "not ahead of random (the advantage is not shown at this size)"
     )
     processes = results.get("processes", 1)
-    earlier = sum(seconds for name, seconds in results["stage_seconds"].items() if "(earlier run)" in name)
-    whole = (results["total_seconds"] + earlier) / 60
+    whole = results["total_seconds"] / 60  # every run in the workdir, resumed ones included (progress.json)
     return (
         f"Toy run (`training/jiuzhang_toy.py`, {whole:.0f} minutes wall time on the machine above"
-        + (f", of which {earlier / 60:.0f} in an earlier run whose base model was reused" if earlier else "")
         + f"; the machine shared with other jobs, the run at nice 15, one torch thread per process; after the shared "
         f"stages the (seed, arm) pairs ran {processes} at a time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "

@@ -17,14 +17,18 @@ stand-in for the pretrained LM the paper starts from: no model could learn to re
 Stages 1-3 (initial distillation, the initial synthesis model, its candidate data and the selection) run once;
 for each seed, the boost round runs twice, with the top-B texts by influence and with B random texts, and each
 boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`, the stages' times
-so far to `<workdir>/progress.json`. At the default sizes the shared stages took 30 minutes on 2 busy cores and the
-run stopped before the selection: the initial synthesis model wrote rows for too few texts (docs/jiuzhang3.md).
+so far to `<workdir>/progress.json`. A rerun of a workdir reuses a stage only if its key (recipe, input data, seed,
+flags, upstream model) is the one recorded in `<workdir>/stages/`; otherwise the stage is redone. So far no run got
+past the selection on 2 shared cores: the toy base models tried do not yet copy numbers from their context, so the
+initial synthesis model writes rows for too few texts (docs/jiuzhang3.md).
 """
 
+import hashlib
 import json
 import logging
 import random
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +80,12 @@ class ToyArguments:
     processes: int = 1  # after the shared stages, the (seed, arm) runs go this many at once, each in its own process
 
 
+def digest(value) -> str:
+    """A short fingerprint of a file's bytes (a Path) or of a JSON-able value."""
+    data = value.read_bytes() if isinstance(value, Path) else json.dumps(value, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 class Toy:
     """The run's fixed parts (corpus, teacher, sandbox, target problems) and its stages as methods."""
 
@@ -96,6 +106,7 @@ class Toy:
         )
         self.eval_index = build_index([p.problem for p in test])
         self.timings: dict[str, float] = {}
+        self.keys: dict[str, str] = {}  # each stage's key digest this run, by its output's name
         # stage times of earlier runs in this workdir (a resumed run adds its own): what an unfinished run reports
         self.progress = self.work / "progress.json"
         earlier = json.loads(self.progress.read_text()) if self.progress.exists() else {}
@@ -126,9 +137,33 @@ class Toy:
         """Wall time so far, the earlier runs' in this workdir included."""
         return round(self.earlier_wall + time.monotonic() - self.start, 1)
 
+    def claim(self, stage: str, key: dict, outputs: list[Path]) -> str:
+        """Record what determines `stage`'s output (its key) and return the key's digest, for the stages after it.
+
+        A rerun reuses or resumes a stage's `outputs` only when they were made with the same key; made with another
+        (a changed recipe flag, other input data, a retrained model upstream) or with none recorded (a run before
+        stage keys), they are deleted and the stage is redone, so a rerun never reports an old model's output under
+        new settings.
+        """
+        record = self.work / "stages" / f"{stage}.json"
+        earlier = json.loads(record.read_text())["key"] if record.exists() else None
+        if earlier != key and any(path.exists() for path in outputs):
+            changed = sorted(k for k in key.keys() | (earlier or {}).keys() if key.get(k) != (earlier or {}).get(k))
+            logger.warning(
+                "%s: made with %s; redoing it", stage, f"other {', '.join(changed)}" if earlier else "no key"
+            )
+            for path in outputs:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if self.is_parent or earlier != key:  # an arm's process writes only its own stages' keys
+            write_json({"key": key}, record)
+        return digest(key)
+
     def teach(self, texts: list[Text], name: str) -> Path:
         """The teacher writes distillation rows (request -> reply) about `texts`."""
         paths = OutputPaths.beside(self.work / f"{name}.jsonl")
+        # the scripted teacher is deterministic: its rows depend on the texts only
+        key = {"texts": digest([t.id for t in texts])}
+        self.keys[paths.output.name] = self.claim(paths.output.name, key, [*vars(paths).values()])
         write_problems(texts, self.teacher, self.teacher_config, paths, sandbox=self.sandbox)
         return paths.output
 
@@ -139,6 +174,10 @@ class Toy:
         """
         import sft
 
+        key = {"recipe": digest(RECIPES / recipe), "data": digest(data), "seed": seed, "flags": flags}
+        if recipe != "base_tiny.yaml":
+            key["base"] = self.keys["base"]
+        self.keys[output] = self.claim(output, key, [self.work / output])
         if (self.work / output / "config.json").exists():
             return self.work / output
         argv = [
@@ -168,6 +207,8 @@ class Toy:
             seed=seed,
         )
         paths = OutputPaths.beside(self.work / f"{name}.jsonl")
+        key = {"model": self.keys[model.name], "texts": digest([t.id for t in texts]), "config": repr(config)}
+        self.keys[paths.output.name] = self.claim(paths.output.name, key, [*vars(paths).values()])
         write_problems(texts, writer, config, paths, sandbox=self.sandbox, eval_index=self.eval_index)
         return paths.output
 
@@ -175,6 +216,10 @@ class Toy:
         """LESS selection of B texts (training/jiuzhang_select.py); an earlier run's selection.json is reused."""
         import jiuzhang_select
 
+        key = {"model": self.keys[model.name], "candidates": digest(candidates), "targets": digest(self.targets)}
+        key |= {"exclude": digest(exclude), "budget": self.args.budget, "flags": self.args.select_flags}
+        key["recipe"] = digest(RECIPES / "select_tiny.yaml")
+        self.claim("selection", key, [self.work / "selection.json", self.work / "reference"])
         if (self.work / "selection.json").exists():
             return json.loads((self.work / "selection.json").read_text())["selected"]
         argv = ["--config", str(RECIPES / "select_tiny.yaml"), "--model_name_or_path", str(model)]
@@ -206,6 +251,11 @@ def run_arm(toy: Toy, arm: str, seed: int, distill: Path, influence_boost: Path,
     """
     tag = f"{arm}_{seed}"
     done = toy.work / f"arm_{tag}.json"
+    key = {"distill": digest(distill), "boost": digest(influence_boost) if arm == "influence" else digest(pool)}
+    key |= {name: getattr(toy.args, name) for name in ("synthesis_flags", "final_flags", "max_new_tokens")}
+    key |= {"base": toy.keys["base"], "budget": budget, "recipes": digest(RECIPES / "final_tiny.yaml")}
+    key["recipes"] += digest(RECIPES / "synthesis_tiny.yaml")
+    toy.claim(f"arm_{tag}", key, [done])  # a finished arm is reused only with the same inputs and settings
     if done.exists():
         return json.loads(done.read_text())
     before = dict(toy.timings)
@@ -276,15 +326,8 @@ def main(args: ToyArguments) -> dict:
         initial = rng.sample(toy.texts, args.initial_texts)
         initial_ids = {t.id for t in initial}
         # 0) the base model every toy model starts from (a stand-in for pre-training; no target-topic text)
-        if not (toy.work / "base" / "config.json").exists():  # kept across reruns of the same workdir
-            base_data = write_jsonl(
-                base_rows(args.base_passages, seed=args.corpus_seed + 1), toy.work / "base_rows.jsonl"
-            )
-            toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
-        else:
-            runtime = json.loads((toy.work / "base" / "train_results.json").read_text())["train_runtime"]
-            if "base model training" not in toy.earlier:  # trained by a run that kept no progress.json
-                toy.timings["base model training (earlier run)"] = runtime
+        base_data = write_jsonl(base_rows(args.base_passages, seed=args.corpus_seed + 1), toy.work / "base_rows.jsonl")
+        toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
         # 1-2) the initial distillation set and synthesis model
         distill = toy.timed("teacher calls", toy.teach, initial, "distill")
         synth0 = toy.timed(
@@ -298,7 +341,8 @@ def main(args: ToyArguments) -> dict:
             raise InputError(
                 f"the initial synthesis model kept rows for only {written} of {len(candidates)} candidate texts "
                 f"(reasons in {candidate_rows.with_suffix('.stats.json')}), no more than the budget {args.budget}: "
-                "train it longer (synthesis_flags), give the base model more passages or epochs, or lower the budget"
+                "rerun with a stronger synthesis model (synthesis_flags, or base_passages and base_flags: the stages "
+                "they change are redone, the others reused) or a lower budget"
             )
         selected = toy.timed("influence selection", toy.select, synth0, candidate_rows, distill)
         pool = sorted({r["text_id"] for r in read_jsonl(candidate_rows)})

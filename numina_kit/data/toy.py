@@ -42,6 +42,13 @@ def _product_or_power(rng: random.Random) -> dict:
     return {"b": rng.randint(2, 19), "e": rng.randint(10, 60)}
 
 
+def _whole_mean(rng: random.Random) -> dict:
+    # three numbers whose mean is whole: every answer of the toy is a short integer, which a tiny model copies from
+    # the printed output into \\boxed{} far more reliably than a 17-digit float
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    return {"a": a, "b": b, "c": rng.choice([c for c in range(10, 100) if (a + b + c) % 3 == 0])}
+
+
 def _remainder_problem(f: dict) -> tuple[str, str]:
     # the wording and code of numina_kit.data.problems's `product` and `power` kinds
     if "a" in f:
@@ -84,8 +91,8 @@ TOPICS = (
             "The mean of a list is its sum divided by its length: the scores {a}, {b} and {c} have one mean.",
             "Averages summarise data; three measurements, {a}, {b} and {c}, are averaged to reduce error.",
         ),
-        lambda rng: {"a": rng.randint(10, 99), "b": rng.randint(10, 99), "c": rng.randint(10, 99)},
-        lambda f: (f"What is the mean of ${f['a']}$, ${f['b']}$ and ${f['c']}$?", _assign(f, "(a + b + c) / 3")),
+        _whole_mean,
+        lambda f: (f"What is the mean of ${f['a']}$, ${f['b']}$ and ${f['c']}$?", _assign(f, "(a + b + c) // 3")),
         r"(?P<a>\d+), (?P<b>\d+) and (?P<c>\d+)",
     ),
     Topic(
@@ -94,8 +101,8 @@ TOPICS = (
             "Percent means per hundred: {p} percent of the {n} voters supported the proposal.",
             "A shop discounts goods by {p} percent; on a price of {n} the saving is a simple product.",
         ),
-        lambda rng: {"p": rng.randint(2, 95), "n": rng.randint(20, 999)},
-        lambda f: (f"What is ${f['p']}\\%$ of ${f['n']}$?", _assign(f, "p * n / 100")),
+        lambda rng: {"p": rng.randint(2, 95), "n": 100 * rng.randint(1, 9)},
+        lambda f: (f"What is ${f['p']}\\%$ of ${f['n']}$?", _assign(f, "p * n // 100")),
         r"(?P<p>\d+) percent of the (?P<n>\d+)|(?P<p2>\d+) percent; on a price of (?P<n2>\d+)",
     ),
     Topic(

@@ -5,7 +5,7 @@ GPT-4, over HTTP, the initial synthesis model and its candidate rows); at that s
 select from, and the driver must say so in one line and keep what it made. The whole toy run (selection, both boost
 arms, final models and their scores) is benchmarks/jiuzhang.py's. Also: the released JiuZhang3.0 SFT
 sample trains through training/sft.py as it is (skipped without ../shared/data). Fast: an arm's child process gets
-the same sizes, and a rerun reuses a finished arm instead of redoing it.
+the same sizes; a rerun reuses a finished arm or stage made with the same settings and redoes it otherwise.
 """
 
 import json
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from trl import TrlParser
 
-from numina_kit.data.jsonl import read_jsonl, write_json, write_jsonl
+from numina_kit.data.jsonl import read_jsonl, write_jsonl
 from numina_kit.errors import InputError
 
 
@@ -42,18 +42,62 @@ def test_an_arm_process_runs_the_same_sizes():
     assert child == replace(args, seeds=[2], arms=["random"], processes=1)
 
 
-def test_a_finished_arm_is_reused(tmp_path):
+def test_a_finished_arm_is_reused_only_with_the_same_settings(tmp_path):
     toy = toy_script()
+    args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
 
-    class Finished:  # a run whose arm is done: nothing may be trained, written or scored again
-        work = tmp_path
+    class Stub(toy.Toy):  # stages that write rows about their texts at once, instead of training models
+        def teach(self, texts, name):
+            return write_jsonl([{"text_id": t.id} for t in texts], self.work / f"{name}.jsonl")
 
-        def __getattr__(self, name):
-            raise AssertionError(f"the finished arm touched {name}")
+        def train(self, recipe, data, output, seed, flags):
+            return self.work / output
 
-    done = {"seed": 1, "accuracy": 0.5, "boost": {"rows": 3, "relevant_rows": 1}, "seconds": {}}
-    write_json(done, tmp_path / "arm_random_1.json")
-    assert toy.run_arm(Finished(), "random", 1, tmp_path / "d.jsonl", tmp_path / "b.jsonl", ["t1"], 1) == done
+        def synthesize(self, model, texts, name, seed):
+            return self.teach(texts[:3], name)
+
+        def score(self, model):
+            return 0.5
+
+    class Finished(toy.Toy):  # a run whose arm is done: nothing may be trained, written or scored again
+        def teach(self, texts, name):
+            raise AssertionError(f"redone: the teacher writes {name}")
+
+    stub = Stub(args, None, None)
+    stub.keys["base"] = "base-key"
+    files = [stub.teach(stub.texts[:2], "distill"), stub.teach(stub.texts[2:4], "boost_influence")]
+    pool = [t.id for t in stub.texts[4:10]]
+    done = toy.run_arm(stub, "random", 1, *files, pool, 2)
+    assert done["accuracy"] == 0.5 and done["boost"]["rows"] == 2 and done["final_data"]["rows"] == 3
+    finished = Finished(args, None, None)
+    finished.keys["base"] = "base-key"
+    assert toy.run_arm(finished, "random", 1, *files, pool, 2) == done
+    changed = Finished(replace(args, final_flags="--num_train_epochs 9"), None, None)
+    changed.keys["base"] = "base-key"
+    with pytest.raises(AssertionError, match="redone: the teacher writes boost_random_1"):  # other settings
+        toy.run_arm(changed, "random", 1, *files, pool, 2)
+    assert not (tmp_path / "arm_random_1.json").exists()
+
+
+def test_a_stage_is_redone_when_what_determines_it_changes(tmp_path):
+    """The stage key: a rerun with the same key keeps the stage's outputs, one with another key or none recorded
+    deletes them (the bug it fixes: changing only --synthesis_flags reused the synthesis model of the old flags)."""
+    toy = toy_script()
+    args = toy.ToyArguments(workdir=str(tmp_path), corpus_size=40, target_train=2, target_test=2)
+    run = toy.Toy(args, None, None)
+    model = tmp_path / "synth0"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    key = {"recipe": "r", "data": "d", "seed": 0, "flags": ""}
+    assert run.claim("synth0", key, [model]) and not model.exists()  # made by a run that recorded no key
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    first = run.claim("synth0", key, [model])
+    assert run.claim("synth0", dict(key), [model]) == first and (model / "config.json").exists()
+    resumed = toy.Toy(args, None, None)  # a rerun of the same workdir with other flags
+    assert resumed.claim("synth0", key | {"flags": "--num_train_epochs 20"}, [model]) != first
+    assert not model.exists()
+    assert resumed.claim("synth0", key, [model]) == first  # and back: the new key was recorded in between
 
 
 def test_stage_times_add_up_across_resumed_runs(tmp_path):
@@ -78,8 +122,8 @@ def test_stage_times_add_up_across_resumed_runs(tmp_path):
 @pytest.mark.slow
 def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path, monkeypatch):
     """At a size CI can afford (minutes on 2 cores) the initial synthesis model is too weak to write rows for more
-    candidate texts than the budget B: its base model (400 passages x 3 epochs, 48 steps) ends near loss 1.6 and the
-    replies are degenerate (repeated `[Problem]`, runs of one digit), at 80 and at 160 new tokens alike. The driver
+    candidate texts than the budget B: its base model (400 passages x 3 epochs, 48 steps) is far from copying numbers
+    and the replies are degenerate or box numbers other than the printed ones. The driver
     must run every stage before it (toy base model, teacher distillation over HTTP with executed tool outputs,
     synthesis model training, candidate synthesis), then refuse to select from too few texts in one line, keeping
     every stage's output for a rerun at a larger size."""
