@@ -35,6 +35,14 @@ def test_first_allotment_shares_the_run_between_expected_hard_and_easy_problems(
     assert share < b.allotment() < 3 * share  # between the fair share and the clamp rule's 900 s
 
 
+def test_the_easy_time_prior_moves_time_between_the_first_problems_and_the_later_ones():
+    """Assuming easy problems take a whole fair share starts the run at a fair share; assuming they take less gives
+    the first problems the time the easy ones are expected to save."""
+    fair = budget(FakeClock(), easy_share=1.0)
+    assert fair.allotment() == pytest.approx(17400 / 50)
+    assert budget(FakeClock(), easy_share=0.3).allotment() > budget(FakeClock()).allotment() > fair.allotment()
+
+
 def test_easy_problems_leave_their_time_to_the_hard_ones():
     clock = FakeClock()
     b = budget(clock)
@@ -151,6 +159,7 @@ def test_past_the_end_the_deadline_is_now():
         {"floor_s": -1.0},
         {"ceiling_s": -5.0},
         {"hard_share": 1.5},
+        {"easy_share": -0.1},
     ],
 )
 def test_bad_arguments_are_input_errors(overrides):
