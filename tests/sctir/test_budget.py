@@ -3,10 +3,14 @@
 Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
 the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
 nothing while time remains), the overrun learned and kept for the later hard problems, the ceiling (a competition's per-call limit), what the budget learns from finished
-problems, the end of the budget, and bad arguments.
+problems, the end of the budget, and bad arguments (of the class, and of the simulation's command line,
+benchmarks/budget.py).
 """
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +169,19 @@ def test_past_the_end_the_deadline_is_now():
 def test_bad_arguments_are_input_errors(overrides):
     with pytest.raises(InputError):
         budget(FakeClock(), **overrides)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["x"], "argument runs: invalid int value: 'x'"),
+        (["5", "y"], "argument first_seed: invalid int value: 'y'"),
+        (["1"], "runs must be at least 2"),
+        (["5", "-3"], "first_seed must be >= 0"),
+    ],
+)
+def test_the_simulation_rejects_bad_input_in_one_line(argv, message):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "budget.py"
+    result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
