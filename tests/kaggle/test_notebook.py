@@ -132,18 +132,26 @@ def test_notebook_has_no_algorithm_code(notebook):
         assert name in imports
 
 
-@pytest.mark.parametrize("competition", ["aimo1", "aimo2", "aimo3"])
-def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, competition):
+@pytest.mark.parametrize(
+    ("competition", "early_stop", "when_decided"),
+    [("aimo1", None, False), ("aimo2", {"agree": 4}, False), ("aimo3", None, True), ("aimo3", None, False)],
+)
+def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, competition, early_stop, when_decided):
     """The notebook's `TimeBudget(...)`, evaluated with its own parameters, is `benchmarks/budget.py`'s "default":
-    TimeBudget's own policy and floor, capped only by the competition's per-call limit."""
+    TimeBudget's own policy and floor, capped only by the competition's per-call limit, told whether the config
+    stops a problem early (an early-stop rule or `stop_when_decided`)."""
     import time
 
     from numina_kit.answers import competition_rule
     from numina_kit.sctir.budget import CLAMP_FLOOR, TimeBudget
+    from numina_kit.sctir.config import SCTIRConfig
+    from numina_kit.sctir.voting import ConsistencyRule
 
     values = {}
     exec(code_cells(notebook)[0].source, {}, values)
     values.update(COMPETITION=competition, NOTEBOOK_START=time.monotonic(), time=time, TimeBudget=TimeBudget)
+    stop_rule = ConsistencyRule(**early_stop) if early_stop else None
+    values["config"] = SCTIRConfig(competition=competition, early_stop=stop_rule, stop_when_decided=when_decided)
     values["rule"] = rule = competition_rule(competition, kaggle=True)
     cell = next(cell.source for cell in code_cells(notebook) if "TimeBudget(" in cell.source)
     call = next(
@@ -157,6 +165,7 @@ def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, compe
         assert getattr(budget, name) == getattr(default, name), name
     assert budget.ceiling_s == rule.max_problem_s  # AIMO-2: 30 minutes less one; else none
     assert budget.floor() == pytest.approx(CLAMP_FLOOR * budget.first_share)
+    assert budget.early_stops == (early_stop is not None or when_decided)
 
 
 def install_cell(notebook):
