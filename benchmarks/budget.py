@@ -126,7 +126,7 @@ def simulate(problems: list[Problem], s: Scenario, policy: type, early_stop: boo
         reserve_s=s.reserve_s,
         ceiling_s=cap,
         clock=clock,
-        early_stops=early_stop,
+        ends_early=early_stop or mode == "cancel",
     )
     agree = (s.candidates + 1) // 2 if early_stop else None
     busy_until, run = clock.now, Run()
@@ -296,14 +296,14 @@ def main() -> None:
     body = "\n\n".join(
         [
             f"{runs} runs per scenario (seeds {first}-{first + runs - 1}; the rule and its parameters were chosen on "
-            "seeds 0-99, and earlier on 0-19, 1000-1099 and 2000-2099; the fair share without an early-stop rule was "
-            "added after the losing no-early-stop cells of the table on seeds 3000-3099, and checked on 4000-4099, "
+            "seeds 0-99, and earlier on 0-19, 1000-1099 and 2000-2099; the fair share for the synchronous loop without "
+            "early stops was added after the losing cells of the table on seeds 3000-3099, and checked on 4000-4099, "
             "which nothing was tuned on: docs/sctir.md); in each, the same "
             "50 problems (35 basic, 15 hard) in four placements, and every "
             "policy, early-stop setting and execution model replays the same candidates. Cells: correct answers of 50, "
             "mean over runs (worst run); `default - X`: the paired mean difference ± twice its standard error "
-            "(a tie when the interval holds 0). The default is the same rule under both execution models (without early stops: the fair share, "
-            "told by the budget's `early_stops=False`); the notebook "
+            "(a tie when the interval holds 0). The default is TimeBudget's rule, except under the synchronous loop "
+            "without early stops, where it gives the fair share (`ends_early=False`: nothing ends early); the notebook "
             "runs the async engine when the model streams (vLLM, `engine: auto`), the synchronous loop otherwise.\n\n"
             "The answer model is a toy (module docstring of the script) and its absolute numbers mean nothing. What "
             "depends on it: how much a policy gains by moving time from basic to hard problems (set by each class's "

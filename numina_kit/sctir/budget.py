@@ -23,10 +23,13 @@ back for the H later hard problems, not for every later one (an easy problem sto
 and for at least the next one (an overrun eats into the next problem's time). The current problem must end, overrun
 included, before the end of the run, unless that would leave it less than its floor.
 
-Without an early-stop rule (`early_stops=False`; the notebook passes whether `SCTIRConfig.early_stop` is set) a
-problem ends before its deadline only when all its candidates finish, so there is nothing saved to spend elsewhere and the prior that later hard
-problems need more only takes time from them: the budget then gives every problem the fair share, time left /
-problems left, under the same ceiling and end of run (the floor never binds: it is at most that share).
+With `ends_early=False` (the synchronous loop without an early-stop rule: `numina_kit.sctir.loop.ends_early`, which
+the notebook passes) a problem ends before its deadline only when every candidate does, within the same rounds, so
+nothing is saved to spend elsewhere and the prior that hard problems come later only takes time from them: every
+problem then gets the fair share, time left / problems left, under the same ceiling and end of run (the floor never
+binds: it is at most that share). The async engine keeps the rule above even without an early-stop rule: a problem
+ends once its candidates are all done, without waiting each round for the slowest one, and the time it saves is
+spent later (on the simulation, giving it the fair share lost to the clamp rule with AIMO-3's hard problems first).
 
 `easy_share` (0.6) is the time an easy problem is assumed to take before any has stopped early. Lower values give
 the first problems more than a fair share, which hard problems placed last then lack where easy problems run long (no
@@ -80,7 +83,7 @@ class TimeBudget:
     easy_share: float = 0.6  # time an easy problem takes before any is seen, in fair shares (see above)
     prior_weight: float = 3.0  # how many problems the easy-time prior counts for
     hard_margin_s: float = 10.0  # a problem that ends this close to its deadline counts as hard
-    early_stops: bool = True  # an early-stop rule is configured; without one, every problem gets a fair share
+    ends_early: bool = True  # a problem can end before its deadline; False: every problem gets a fair share
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=float("nan"))
     history: list[Finished] = field(default_factory=list)
@@ -147,7 +150,7 @@ class TimeBudget:
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
         left, floor, over = self.remaining(), self.floor(), self.overrun()
-        if not self.early_stops:  # nothing is saved to redistribute: the fair share, under the same cap and end
+        if not self.ends_early:  # nothing is saved to redistribute: the fair share, under the same cap and end
             allotted = min(left / self.problems_left, math.inf if self.ceiling_s is None else self.ceiling_s)
             return max(min(allotted, max(left - over, floor)), 0.0)
         later = self.problems_left - 1

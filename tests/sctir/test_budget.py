@@ -133,7 +133,7 @@ def test_without_an_early_stop_rule_every_problem_gets_the_fair_share(placement)
     """No early stop: nothing is saved for later, so each allotment is time left / problems left, whatever ran before
     (hard problems that overran their deadlines, easy ones that finished early) and in any order."""
     clock = FakeClock()
-    b = budget(clock, early_stops=False)
+    b = budget(clock, ends_early=False)
     assert b.allotment() == pytest.approx(17400 / 50) and budget(FakeClock()).allotment() > 17400 / 50
     needs = [10**6] * 15 + [120.0] * 35
     if placement == "back":
@@ -154,11 +154,11 @@ def test_without_an_early_stop_rule_the_floor_ceiling_and_end_still_hold():
     """The fair share is never below the floor (the floor is at most that share), is capped by the ceiling, and the
     last problem still ends its expected overrun before the end unless that leaves it less than its floor."""
     clock = FakeClock()
-    b = budget(clock, early_stops=False, floor_s=300.0, ceiling_s=200.0)
+    b = budget(clock, ends_early=False, floor_s=300.0, ceiling_s=200.0)
     assert b.allotment() == pytest.approx(200.0)  # the ceiling, below the 348 s fair share and the 300 s floor
     clock.now = 17400 - 50 * 10  # far behind: 500 s left for 50 problems
     assert b.floor() == pytest.approx(10.0) and b.allotment() == pytest.approx(10.0)
-    last = budget(FakeClock(), num_problems=2, early_stops=False, floor_s=100.0)
+    last = budget(FakeClock(), num_problems=2, ends_early=False, floor_s=100.0)
     last.clock.now = last.deadline() + 50.0  # the first overran its deadline by 50 s
     last.done()
     assert last.allotment() == pytest.approx(last.remaining() - 50.0)
