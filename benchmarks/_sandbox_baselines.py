@@ -126,7 +126,7 @@ def fresh_python_round(codes: list[str], workers: int, timeout: float = 6.0) -> 
 # under a 6 s alarm, its output discarded; writes the seconds of each block as one JSON list.
 _COMPUTE = """
 import contextlib, gc, io, json, os, signal, sys, time
-from numina_kit.sandbox.pool import DEFAULT_PREAMBLE
+from numina_kit.sandbox.config import DEFAULT_PREAMBLE
 from numina_kit.sandbox.worker import WARMUP
 warm = {"__name__": "__main__"}
 exec(DEFAULT_PREAMBLE, warm)

@@ -22,7 +22,6 @@ import contextlib
 import importlib.util
 import os
 import resource
-import shutil
 import signal
 import sys
 import time
@@ -35,7 +34,6 @@ from numina_kit.sandbox.protocol import ENVIRONMENT
 UID_BASE = 1_000_000
 UIDS_PER_WORKER = 1 << 22  # pids stay below 2**22 (the largest pid_max), so uid_base + pid is unique in a worker
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # tmpfs of the worker's own in the namespace modes
-SHARED_WRITABLE_DIRS = (*PRIVATE_DIRS, "/run/lock")  # cleaned by uid after each block in "setuid" mode
 RUNS_DIR = "/tmp/numina_kit_runs"  # the blocks' working directories, inside the private /tmp
 GUARANTEES = {  # each guarantee, and the line that says it is missing
     "uid_per_block": "blocks share one uid: no per-block process cap, and a block can signal the other "
@@ -365,37 +363,6 @@ def isolate_child(config: dict, setup: WorkerSetup, worker_pid: int, keep_fds: t
     os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)  # the rest is the worker's: ENVIRONMENT
     sys.stdin, sys.stderr = setup.null_streams
     sys.argv = [""]
-
-
-def clean_shared_dirs(uid: int, known: set[str] = frozenset()) -> set[str]:
-    """Delete what a finished block's uid left in the host's world-writable directories ("setuid" mode), looking
-    only at entries not in `known` (those present after the previous cleanup: a busy /tmp holds hundreds). Returns
-    the entries present now."""
-    present, removed = set(), set()
-    for path in SHARED_WRITABLE_DIRS:
-        with contextlib.suppress(OSError):
-            present |= {os.path.join(path, name) for name in os.listdir(path)}
-    for path in present - known:
-        with contextlib.suppress(OSError):
-            if os.lstat(path).st_uid == uid:
-                remove(path)
-                removed.add(path)
-    return present - removed
-
-
-def remove(path: str) -> None:
-    """Delete a file or a directory tree, whatever is left of it (cheapest first: most are empty or gone)."""
-    try:
-        os.rmdir(path)
-    except NotADirectoryError:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    except OSError:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def child_pids(pid: int, task: int | str) -> set[int]:

@@ -26,49 +26,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from numina_kit.errors import InputError
+from numina_kit.sandbox.config import ExecutorConfig
 from numina_kit.sandbox.isolation import Isolation, kill_processes_of
 from numina_kit.sandbox.protocol import ENVIRONMENT, STATE_LOST, WORKER_MEMORY, Pipe, timeout_message
 
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREAMBLE = "import math\nimport numpy as np\nimport sympy as sp\n"
 STATUSES = ("ok", "error", "timeout", "killed")
 GRACE_S = 5.0  # beyond the block's timeout, how long the caller waits for a worker before replacing it
 STARTUP_TIMEOUT_S = 120.0
 _SLOTS = itertools.count()  # each worker's own range of block uids (see isolation.UIDS_PER_WORKER)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@dataclass
-class ExecutorConfig:
-    """How blocks run: limits, presentation and the worker pool (one dataclass; the defaults follow Numina)."""
-
-    timeout: float = 5.0  # wall-clock seconds per block
-    max_output_chars: int = 1000  # what the model sees; longer output keeps its head and tail around a marker
-    memory_mb: int = 2048  # address-space cap per process (RLIMIT_AS)
-    preamble: str = DEFAULT_PREAMBLE  # run once per worker; its globals seed every block
-    auto_print: bool = True  # print the value of a final bare expression when the block printed nothing
-    stateful: bool = False  # keep one interpreter per key across calls (for models trained with a persistent REPL)
-    num_workers: int | None = None  # worker processes (blocks run in parallel); None = one per CPU core
-    max_processes: int = 32  # processes and threads per block (RLIMIT_NPROC; needs root, see docs/executor.md)
-    max_file_mb: int = 64  # largest file a block may write (RLIMIT_FSIZE)
-    output_limit_chars: int = 1_000_000  # printing more than this kills the block
-    warmup: bool = True  # exercise sympy once in each worker so lazy imports and caches are loaded
-    privileged: bool = True  # isolate as strongly as the machine allows (False: rlimits and a private directory only)
-    spare_children: int = 24  # children each worker forks ahead while idle (a round's share of 48 blocks on 2 cores)
-
-    def __post_init__(self) -> None:
-        if not self.timeout > 0:
-            raise InputError(f"executor timeout must be positive, got {self.timeout!r}")
-        for name in ("max_output_chars", "memory_mb", "max_processes", "max_file_mb", "output_limit_chars",
-                     "spare_children"):  # fmt: skip
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InputError(f"executor {name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 1):
-            raise InputError(f"executor num_workers must be a positive integer or None, got {self.num_workers!r}")
-        if not isinstance(self.preamble, str):
-            raise InputError("executor preamble must be a string of Python code")
 
 
 @dataclass(frozen=True)
@@ -129,7 +98,12 @@ class _WorkerProcess:
             log.close()
         self.pipe = Pipe(self.proc.stdout.fileno(), self.proc.stdin.fileno())
         self.info = {}
-        self.pipe.send(asdict(self.config) | {"runs_root": self.runs_root, "slot": next(_SLOTS)})
+        settings = {
+            "runs_root": self.runs_root,
+            "slot": next(_SLOTS),
+            "sympy_cache": self.config.sympy_cache_entries(),
+        }
+        self.pipe.send(asdict(self.config) | settings)
 
     def wait_ready(self) -> None:
         reply = self._receive(time.monotonic() + STARTUP_TIMEOUT_S)

@@ -27,14 +27,13 @@ from numina_kit.sandbox.isolation import (
     WorkerSetup,
     become_subreaper,
     child_pids,
-    clean_shared_dirs,
     descendants,
     enter_pid_namespace,
     isolate_child,
     isolate_worker,
     kill_processes_of,
-    remove,
 )
+from numina_kit.sandbox.leftovers import SharedDirs, remove
 from numina_kit.sandbox.protocol import STATE_LOST, Pipe, pipe_pair, timeout_message
 
 
@@ -78,18 +77,21 @@ class Worker:
         self.runs_root, self.uid_base = setup.runs_root, setup.uid_base
         self.pid = os.getpid()
         self.spares: list[Child] = []  # forked ahead, isolated, waiting for a block (oldest first)
-        self.spare_target = max(1, int(config.get("spare_children", 1)))
+        self.spare_target = int(config["spare_children"])
         self.interpreters: dict[str, Child] = {}
         self.finished: list[Child] = []  # one-off children that answered: killed and cleaned after the reply
-        self.shared_files: set[str] = set()  # the host's /tmp, /dev/shm... after the last cleanup ("setuid" mode)
+        self.shared_dirs = SharedDirs()  # the host's /tmp, /dev/shm... ("setuid" mode)
         self.prepare_runs_root()
         become_subreaper()
         self.baseline = self.private_files()  # the private dirs hold only the runs directory (and mounted-back code)
         self.namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+        os.environ["SYMPY_CACHE_SIZE"] = str(config["sympy_cache"])  # read when the preamble imports sympy
         try:
             exec(compile(config["preamble"], "<preamble>", "exec"), self.namespace)
         except BaseException as exc:  # noqa: BLE001
             raise PreambleError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            del os.environ["SYMPY_CACHE_SIZE"]  # blocks get exactly ENVIRONMENT
         if config.get("warmup", True) and {"sp", "np", "math"} <= self.namespace.keys():
             exec(WARMUP, dict(self.namespace))
         gc.collect()
@@ -138,10 +140,22 @@ class Worker:
             self.prepare_runs_root()
         while self.spares:
             spare = self.spares.pop(0)
-            if not self._exited_now(spare) and os.path.isdir(os.path.join(self.runs_root, str(spare.pid))):
+            if not self._exited_now(spare) and self.kept_directory(spare):
                 return spare
             self.reap(spare)
         return self.fork_child()
+
+    def kept_directory(self, spare: Child) -> bool:
+        """Whether `spare` still has its working directory. Only where blocks share the worker's uid can a block have
+        deleted it; a spare still setting up (its cwd not yet there) has not made it yet, and will."""
+        workdir = os.path.join(self.runs_root, str(spare.pid))
+        if self.uid_base is not None or os.path.isdir(workdir):
+            return True
+        try:
+            cwd = os.readlink(f"/proc/{spare.pid}/cwd")
+        except OSError:
+            return False
+        return not cwd.startswith(workdir)  # in its directory, and the directory is gone: "<workdir> (deleted)"
 
     def wants_spares(self) -> bool:
         return len(self.spares) < self.spare_target
@@ -218,7 +232,7 @@ class Worker:
             for path in self.private_files() - self.baseline - kept:
                 remove(path)
         elif child.uid is not None:
-            self.shared_files = clean_shared_dirs(child.uid, set() if thorough else self.shared_files)
+            self.shared_dirs.clean(child.uid, thorough=thorough)
 
     def clean_runs_root(self) -> None:
         """Delete anything in the runs directory that does not belong to a live child."""

@@ -163,6 +163,8 @@ def test_run_many_rejects_mismatched_keys(sandbox):
         ("memory_mb", "big"),
         ("num_workers", 0),
         ("spare_children", 0),
+        ("sympy_cache_size", -1),
+        ("sympy_cache_size", "big"),
     ],
 )
 def test_config_rejects_bad_values(field, value):
@@ -182,6 +184,22 @@ def test_custom_preamble_seeds_globals():
     with Sandbox(ExecutorConfig(preamble="from fractions import Fraction\nK = 7", num_workers=1)) as box:
         assert box.run("Fraction(1, 2) + K").output == "15/2"
         assert box.run("sp").output.endswith("NameError: name 'sp' is not defined")
+
+
+CACHE_SIZE = "from sympy.core.cache import SYMPY_CACHE_SIZE\nSYMPY_CACHE_SIZE"
+
+
+def test_one_off_blocks_get_a_large_sympy_cache(sandbox):
+    assert sandbox.run(CACHE_SIZE).output == "100000"
+
+
+def test_stateful_interpreters_keep_sympys_default_cache(stateful):
+    assert stateful.run(CACHE_SIZE, key="cache").output == "1000"
+
+
+def test_sympy_cache_size_can_be_set():
+    with Sandbox(ExecutorConfig(num_workers=1, sympy_cache_size=5000)) as box:
+        assert box.run(CACHE_SIZE).output == "5000"
 
 
 # ---- stateful mode --------------------------------------------------------------------------------------------------
