@@ -19,28 +19,32 @@ problem is still promised its floor, at least that floor itself, at most `ceilin
 
 The overrun o is what the synchronous loop adds to a deadline (a started round runs to its end; about 0 with the
 async engine, which cancels at the deadline). Only a problem that runs to its deadline overruns it, so o is kept
-back for the H later hard problems, not for every later one: an easy problem stops early, inside its allotment.
-Keeping o for all of them (the previous version) reserved about (problems left) x o, so under the synchronous loop
-with hard problems first every problem after the first got only its floor, and the simulation's early-stopped easy
-problems then left thousands of seconds unused. H is at least 1 while a problem is to come: with H = 0 (every
-expected hard problem seen) the next-to-last problem of one simulated synchronous run overran into the last one's
-time and left it none. The current problem must end, overrun included, before the end of the run, unless that
-would leave it less than its floor.
+back for the H later hard problems, not for every later one (an easy problem stops early, inside its allotment),
+and for at least the next one (an overrun eats into the next problem's time). The current problem must end, overrun
+included, before the end of the run, unless that would leave it less than its floor.
 
-`easy_share` is 0.6, not the 0.3 of the previous version: before any problem has stopped early, an easy one is not
-assumed to take under a third of a fair share. With 0.3, X started near 880 s on 17,400 s, and where easy problems
-run long (no early stop, or a synchronous loop whose rounds wait for the slowest candidate) the first ones took more
-than their share, leaving the hard problems placed last with only the floor.
+With `ends_early=False` (the synchronous loop without an early-stop rule: `numina_kit.sctir.loop.ends_early`, which
+the notebook passes) a problem ends before its deadline only when every candidate does, within the same rounds, so
+nothing is saved to spend elsewhere and the prior that hard problems come later only takes time from them: every
+problem then gets the fair share, time left / problems left, under the same ceiling and end of run (the floor never
+binds: it is at most that share). The async engine keeps the rule above even without an early-stop rule: a problem
+ends once its candidates are all done, without waiting each round for the slowest one, and the time it saves is
+spent later (on the simulation, giving it the fair share lost to the clamp rule with AIMO-3's hard problems first).
+
+`easy_share` (0.6) is the time an easy problem is assumed to take before any has stopped early. Lower values give
+the first problems more than a fair share, which hard problems placed last then lack where easy problems run long (no
+early stop, or a synchronous loop whose rounds wait for the slowest candidate); higher ones give hard problems placed
+first less than the clamp rule's three floors. The same value serves both engines: on the simulation's tuning seeds
+no per-engine value removed the cells in which this rule loses (docs/sctir.md).
 
 "Time left" runs to the end of the budget minus the reserve. The floor is the AIMO-3 winners' rule
 (`clamp(time left - 300 x (problems left - 1), 300, 900)` on 17,400 s keeps 300 s for every problem to come);
 shrinking it to an equal share when time is short means no problem is left with nothing while time remains.
-`benchmarks/budget.py` chose this rule over the clamp rule, the fair share and the previous stretch rule on
-simulated runs with the hard problems placed first, in the middle, last and at random: the two changes above were
-chosen on seeds 0-19, the "at least 1" above after a run on seeds 1000-1099, and the published table
-(docs/benchmarks.md) uses fresh seeds 2000-2099.
+`benchmarks/budget.py` compares this rule with the clamp rule and the fair share on simulated runs with the hard
+problems placed first, in the middle, last and at random (docs/sctir.md says how it was chosen, and on which seeds).
 """
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +83,7 @@ class TimeBudget:
     easy_share: float = 0.6  # time an easy problem takes before any is seen, in fair shares (see above)
     prior_weight: float = 3.0  # how many problems the easy-time prior counts for
     hard_margin_s: float = 10.0  # a problem that ends this close to its deadline counts as hard
+    ends_early: bool = True  # a problem can end before its deadline; False: every problem gets a fair share
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=float("nan"))
     history: list[Finished] = field(default_factory=list)
@@ -95,6 +100,8 @@ class TimeBudget:
                 raise InputError(f"{name} must be >= 0, got {value}")
         if not 0 <= self.hard_share <= 1:
             raise InputError(f"hard_share must be in [0, 1], got {self.hard_share}")
+        if self.easy_share < 0:
+            raise InputError(f"easy_share must be >= 0, got {self.easy_share}")
         if self.started != self.started:  # NaN: start now
             self.started = self.clock()
         self.first_share = (self.total_s - self.reserve_s) / self.num_problems
@@ -143,6 +150,9 @@ class TimeBudget:
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
         left, floor, over = self.remaining(), self.floor(), self.overrun()
+        if not self.ends_early:  # nothing is saved to redistribute: the fair share, under the same cap and end
+            allotted = min(left / self.problems_left, math.inf if self.ceiling_s is None else self.ceiling_s)
+            return max(min(allotted, max(left - over, floor)), 0.0)
         later = self.problems_left - 1
         promised = floor * later + over * max(self.later_hard(), min(later, 1))  # the next one may follow an overrun
         allotted = max(min(self.share(), left - over - promised), floor)

@@ -56,6 +56,18 @@ __all__ = ["Candidate", "CandidateStatus", "SCTIRConfig", "Solution", "advance",
 logger = logging.getLogger(__name__)
 
 
+def runs_async(config: SCTIRConfig, generator: Generator) -> bool:
+    """Whether `solve` runs the async engine for this config and generator (see `solve`)."""
+    return config.engine == "async" or (config.engine == "auto" and is_streaming(generator))
+
+
+def ends_early(config: SCTIRConfig, generator: Generator) -> bool:
+    """Whether a problem can end before its deadline and leave time to later ones (`TimeBudget.ends_early`): an
+    early-stop rule, a decided vote, or the async engine, which ends a problem once its candidates are all done
+    instead of waiting each round for the slowest one."""
+    return config.early_stop is not None or config.stop_when_decided or runs_async(config, generator)
+
+
 def solve(
     problem: str,
     generator: Generator,
@@ -81,7 +93,7 @@ def solve(
             one candidate per request in one batch; the vote is then not meaningful); always the rounds below.
     """
     config = resolve_protocol(config, generator)
-    if prompts is None and (config.engine == "async" or (config.engine == "auto" and is_streaming(generator))):
+    if prompts is None and runs_async(config, generator):
         return solve_in_pipelines(problem, generator, config, executor=executor, deadline=deadline, clock=clock)
     if executor is None:
         with Sandbox(config.executor) as sandbox:

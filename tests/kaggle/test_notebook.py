@@ -132,18 +132,38 @@ def test_notebook_has_no_algorithm_code(notebook):
         assert name in imports
 
 
-@pytest.mark.parametrize("competition", ["aimo1", "aimo2", "aimo3"])
-def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, competition):
+@pytest.mark.parametrize(
+    ("competition", "early_stop", "when_decided", "engine", "ends_early"),
+    [
+        ("aimo1", None, False, "auto", False),  # a batch generator: the synchronous loop, no early stop
+        ("aimo2", {"agree": 4}, False, "sync", True),
+        ("aimo3", None, True, "sync", True),
+        ("aimo3", None, False, "async", True),
+    ],
+)
+def test_the_notebook_budget_is_the_default_the_simulation_chose(
+    notebook, competition, early_stop, when_decided, engine, ends_early
+):
     """The notebook's `TimeBudget(...)`, evaluated with its own parameters, is `benchmarks/budget.py`'s "default":
-    TimeBudget's own policy and floor, capped only by the competition's per-call limit."""
+    TimeBudget's own policy and floor, capped only by the competition's per-call limit, told whether the config
+    can end a problem before its deadline (an early-stop rule, `stop_when_decided` or the async engine)."""
     import time
 
     from numina_kit.answers import competition_rule
+    from numina_kit.sctir import loop
     from numina_kit.sctir.budget import CLAMP_FLOOR, TimeBudget
+    from numina_kit.sctir.config import SCTIRConfig
+    from numina_kit.sctir.voting import ConsistencyRule
+    from numina_kit.testing import ScriptedGenerator
 
     values = {}
     exec(code_cells(notebook)[0].source, {}, values)
     values.update(COMPETITION=competition, NOTEBOOK_START=time.monotonic(), time=time, TimeBudget=TimeBudget)
+    stop_rule = ConsistencyRule(**early_stop) if early_stop else None
+    values["config"] = SCTIRConfig(
+        competition=competition, early_stop=stop_rule, stop_when_decided=when_decided, engine=engine
+    )
+    values.update(generator=ScriptedGenerator([]), ends_early=loop.ends_early)
     values["rule"] = rule = competition_rule(competition, kaggle=True)
     cell = next(cell.source for cell in code_cells(notebook) if "TimeBudget(" in cell.source)
     call = next(
@@ -157,6 +177,7 @@ def test_the_notebook_budget_is_the_default_the_simulation_chose(notebook, compe
         assert getattr(budget, name) == getattr(default, name), name
     assert budget.ceiling_s == rule.max_problem_s  # AIMO-2: 30 minutes less one; else none
     assert budget.floor() == pytest.approx(CLAMP_FLOOR * budget.first_share)
+    assert budget.ends_early == ends_early
 
 
 def install_cell(notebook):

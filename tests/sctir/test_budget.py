@@ -2,11 +2,15 @@
 
 Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
 the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
-nothing while time remains), the overrun learned and kept for the later hard problems, the ceiling (a competition's per-call limit), what the budget learns from finished
-problems, the end of the budget, and bad arguments.
+nothing while time remains), the overrun learned and kept for the later hard problems, the fair share without an early-stop rule, the ceiling (a competition's per-call limit), what the budget learns from finished
+problems, the end of the budget, and bad arguments (of the class, and of the simulation's command line,
+benchmarks/budget.py).
 """
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +37,14 @@ def test_first_allotment_shares_the_run_between_expected_hard_and_easy_problems(
     expected = (17400 - (49 - later_hard) * 0.6 * share) / (1 + later_hard)  # an easy one: 0.6 share, a priori
     assert b.allotment() == pytest.approx(expected)
     assert share < b.allotment() < 3 * share  # between the fair share and the clamp rule's 900 s
+
+
+def test_the_easy_time_prior_moves_time_between_the_first_problems_and_the_later_ones():
+    """Assuming easy problems take a whole fair share starts the run at a fair share; assuming they take less gives
+    the first problems the time the easy ones are expected to save."""
+    fair = budget(FakeClock(), easy_share=1.0)
+    assert fair.allotment() == pytest.approx(17400 / 50)
+    assert budget(FakeClock(), easy_share=0.3).allotment() > budget(FakeClock()).allotment() > fair.allotment()
 
 
 def test_easy_problems_leave_their_time_to_the_hard_ones():
@@ -116,6 +128,46 @@ def test_the_next_problem_keeps_the_overrun_even_when_no_hard_one_is_expected():
     assert b.allotment() == pytest.approx(1000.0 - 50.0 - (100.0 + 50.0))  # its overrun, the next one's floor + o
 
 
+@pytest.mark.parametrize("placement", ["front", "back", "random"])
+def test_without_an_early_stop_rule_every_problem_gets_the_fair_share(placement):
+    """No early stop: nothing is saved for later, so each allotment is time left / problems left, whatever ran before
+    (hard problems that overran their deadlines, easy ones that finished early) and in any order."""
+    clock = FakeClock()
+    b = budget(clock, ends_early=False)
+    assert b.allotment() == pytest.approx(17400 / 50) and budget(FakeClock()).allotment() > 17400 / 50
+    needs = [10**6] * 15 + [120.0] * 35
+    if placement == "back":
+        needs.reverse()
+    elif placement == "random":
+        random.Random(1).shuffle(needs)
+    for i, need in enumerate(needs):
+        fair = b.remaining() / b.problems_left
+        expected = fair if i < 49 else b.remaining() - b.overrun()  # the last one ends its overrun before the end
+        assert b.allotment() == pytest.approx(expected)
+        deadline = b.deadline()
+        clock.now = min(clock.now + need, deadline + 30.0)  # the hard ones overrun by a synchronous round
+        b.done()
+    assert b.overrun() == pytest.approx(30.0) and sum(p.hard for p in b.history) == 15
+
+
+def test_without_an_early_stop_rule_the_floor_ceiling_and_end_still_hold():
+    """The fair share is never below the floor (the floor is at most that share), is capped by the ceiling, and the
+    last problem still ends its expected overrun before the end unless that leaves it less than its floor."""
+    clock = FakeClock()
+    b = budget(clock, ends_early=False, floor_s=300.0, ceiling_s=200.0)
+    assert b.allotment() == pytest.approx(200.0)  # the ceiling, below the 348 s fair share and the 300 s floor
+    clock.now = 17400 - 50 * 10  # far behind: 500 s left for 50 problems
+    assert b.floor() == pytest.approx(10.0) and b.allotment() == pytest.approx(10.0)
+    last = budget(FakeClock(), num_problems=2, ends_early=False, floor_s=100.0)
+    last.clock.now = last.deadline() + 50.0  # the first overran its deadline by 50 s
+    last.done()
+    assert last.allotment() == pytest.approx(last.remaining() - 50.0)
+    last.clock.now = last.end - 30.0  # less left than the overrun: the last one still gets all of it
+    assert last.allotment() == pytest.approx(30.0)
+    last.clock.now = last.end + 1.0
+    assert last.allotment() == 0.0
+
+
 def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
     b = budget(FakeClock(), total_s=36000.0, reserve_s=3600.0)
     assert b.floor() == pytest.approx(CLAMP_FLOOR * 32400 / 50)
@@ -151,8 +203,25 @@ def test_past_the_end_the_deadline_is_now():
         {"floor_s": -1.0},
         {"ceiling_s": -5.0},
         {"hard_share": 1.5},
+        {"easy_share": -0.1},
     ],
 )
 def test_bad_arguments_are_input_errors(overrides):
     with pytest.raises(InputError):
         budget(FakeClock(), **overrides)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["x"], "argument runs: invalid int value: 'x'"),
+        (["5", "y"], "argument first_seed: invalid int value: 'y'"),
+        (["1"], "runs must be at least 2"),
+        (["5", "-3"], "first_seed must be >= 0"),
+    ],
+)
+def test_the_simulation_rejects_bad_input_in_one_line(argv, message):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "budget.py"
+    result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
