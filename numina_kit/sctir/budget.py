@@ -44,7 +44,6 @@ shrinking it to an equal share when time is short means no problem is left with 
 problems placed first, in the middle, last and at random (docs/sctir.md says how it was chosen, and on which seeds).
 """
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,12 +149,12 @@ class TimeBudget:
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
         left, floor, over = self.remaining(), self.floor(), self.overrun()
-        if not self.ends_early:  # nothing is saved to redistribute: the fair share, under the same cap and end
-            allotted = min(left / self.problems_left, math.inf if self.ceiling_s is None else self.ceiling_s)
-            return max(min(allotted, max(left - over, floor)), 0.0)
-        later = self.problems_left - 1
-        promised = floor * later + over * max(self.later_hard(), min(later, 1))  # the next one may follow an overrun
-        allotted = max(min(self.share(), left - over - promised), floor)
+        if self.ends_early:
+            later = self.problems_left - 1
+            promised = floor * later + over * max(self.later_hard(), min(later, 1))  # the next may follow an overrun
+            allotted = max(min(self.share(), left - over - promised), floor)
+        else:  # nothing is saved to redistribute: the fair share
+            allotted = left / self.problems_left
         if self.ceiling_s is not None:
             allotted = min(allotted, self.ceiling_s)
         return max(min(allotted, max(left - over, floor)), 0.0)  # never less than the floor while time remains
