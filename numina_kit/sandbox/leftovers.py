@@ -41,9 +41,10 @@ class SharedDirs:
             except OSError:
                 continue
             for name in names - (set() if thorough else known):
+                entry = os.path.join(path, name)
                 with contextlib.suppress(OSError):
-                    if os.lstat(os.path.join(path, name)).st_uid == uid:
-                        remove(os.path.join(path, name))
+                    if os.lstat(entry).st_uid == uid:
+                        remove(entry)
                         names.discard(name)
             with contextlib.suppress(OSError):
                 after = os.stat(path).st_mtime_ns

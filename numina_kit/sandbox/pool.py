@@ -98,12 +98,8 @@ class _WorkerProcess:
             log.close()
         self.pipe = Pipe(self.proc.stdout.fileno(), self.proc.stdin.fileno())
         self.info = {}
-        settings = {
-            "runs_root": self.runs_root,
-            "slot": next(_SLOTS),
-            "sympy_cache": self.config.sympy_cache_entries(),
-        }
-        self.pipe.send(asdict(self.config) | settings)
+        resolved = {"sympy_cache_size": self.config.sympy_cache_entries()}  # None resolved: the worker reads a number
+        self.pipe.send(asdict(self.config) | resolved | {"runs_root": self.runs_root, "slot": next(_SLOTS)})
 
     def wait_ready(self) -> None:
         reply = self._receive(time.monotonic() + STARTUP_TIMEOUT_S)

@@ -85,7 +85,7 @@ class Worker:
         become_subreaper()
         self.baseline = self.private_files()  # the private dirs hold only the runs directory (and mounted-back code)
         self.namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
-        os.environ["SYMPY_CACHE_SIZE"] = str(config["sympy_cache"])  # read when the preamble imports sympy
+        os.environ["SYMPY_CACHE_SIZE"] = str(config["sympy_cache_size"])  # read when the preamble imports sympy
         try:
             exec(compile(config["preamble"], "<preamble>", "exec"), self.namespace)
         except BaseException as exc:  # noqa: BLE001
