@@ -26,6 +26,7 @@ initial synthesis model writes rows for too few texts (docs/jiuzhang3.md).
 import hashlib
 import json
 import logging
+import os
 import random
 import shlex
 import shutil
@@ -70,6 +71,7 @@ class ToyArguments:
     target_train: int = 24  # influence targets: the target task's training split
     target_test: int = 30  # held-out target problems the final models are scored on
     base_passages: int = 1500  # the base model's pre-training passages (irrelevant topics only)
+    base_problems: int = 6000  # and worked problems of the demo's kinds other than the target's
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     base_flags: str = ""  # recipe overrides, e.g. "--num_train_epochs 2"
     synthesis_flags: str = ""
@@ -298,10 +300,12 @@ def arm_command(args: ToyArguments, seed: int, arm: str) -> list[str]:
 def run_arms_in_processes(args: ToyArguments) -> None:
     """Each (seed, arm) in a child process of this script (`processes` at once); they reuse the shared stages."""
     pending = [arm_command(args, seed, arm) for seed in args.seeds for arm in args.arms]
+    threads = max(1, (os.cpu_count() or 1) // args.processes)  # the cores shared out, not each child taking them all
+    env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     running: list[subprocess.Popen] = []
     while pending or running:
         while pending and len(running) < args.processes:
-            running.append(subprocess.Popen(pending.pop(0)))
+            running.append(subprocess.Popen(pending.pop(0), env=env))
         time.sleep(1.0)
         for process in [p for p in running if p.poll() is not None]:
             running.remove(process)
@@ -326,7 +330,10 @@ def main(args: ToyArguments) -> dict:
         initial = rng.sample(toy.texts, args.initial_texts)
         initial_ids = {t.id for t in initial}
         # 0) the base model every toy model starts from (a stand-in for pre-training; no target-topic text)
-        base_data = write_jsonl(base_rows(args.base_passages, seed=args.corpus_seed + 1), toy.work / "base_rows.jsonl")
+        base_data = write_jsonl(
+            base_rows(args.base_passages, seed=args.corpus_seed + 1, problems=args.base_problems),
+            toy.work / "base_rows.jsonl",
+        )
         toy.timed("base model training", toy.train, "base_tiny.yaml", base_data, "base", 0, args.base_flags)
         # 1-2) the initial distillation set and synthesis model
         distill = toy.timed("teacher calls", toy.teach, initial, "distill")

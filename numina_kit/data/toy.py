@@ -269,21 +269,33 @@ def _off_by_one(value: str) -> str:
     return str(int(float(value)) + 1) if re.fullmatch(r"-?\d+(\.0)?", value) else value + "1"
 
 
-def base_rows(size: int, *, seed: int = 0) -> list[dict]:
-    """Rows that stand in for the pre-training of the toy's base model: passages of the *irrelevant* topics only,
-    each as a stage request answered by the teacher (one in four) and as a problem with its solution in the
-    project's prompt format. A real pipeline starts from a pretrained LM; this one must not know the target topic.
-    """
-    from numina_kit.data.stages import TOOL_STAGES, render_question, render_reply, render_request
+# numina_kit.data.problems' kinds other than the target's (product, power), in these shares of the base's problems
+BASE_KINDS = {"digit_sum": 1 / 6, "binomial": 5 / 12, "multiples": 5 / 12}
 
-    rows = []
-    for number, text in enumerate(make_corpus(size, relevant_share=0.0, seed=seed)):
-        problem, code = write_from_passage(text.text)
-        solution = render_solution(code, *[_evaluate(code)] * 2)
-        if number % 4 == 0:
-            request = render_request(TOOL_STAGES[number % 2], text.text)
-            rows.append({"input": request, "output": render_reply(problem, solution)})
-        rows.append({"input": render_question(problem, tool=True), "output": "\n" + solution})
+
+def base_rows(size: int, *, seed: int = 0, problems: int = 0) -> list[dict]:
+    """Rows that stand in for the pre-training of the toy's base model, none on the target topic, shuffled: a problem
+    with its worked tool solution (the project's prompt format) for each of `size` passages of the irrelevant topics,
+    and `problems` more of the demo's kinds other than the target's (`BASE_KINDS`: longer, more varied numbers).
+
+    A real pipeline starts from a pretrained LM. What this one must bring is copying numbers from its context (the
+    problem's into the code, the printed output into \\boxed{}), which a model of this size learns from thousands of
+    distinct worked problems sampled at random, as the demo model does from 6,000, and did not learn from fewer rows
+    repeated for more epochs, nor with long stage requests mixed in and batches grouped by length (docs/jiuzhang3.md).
+    """
+    from numina_kit.data.problems import synthetic_problems
+    from numina_kit.data.stages import render_question
+
+    written = [write_from_passage(t.text) for t in make_corpus(size, relevant_share=0.0, seed=seed)]
+    counts = {kind: round(problems * share) for kind, share in BASE_KINDS.items()}
+    counts["multiples"] += problems - sum(counts.values())
+    for number, (kind, count) in enumerate(counts.items()):
+        written += [(p.problem, p.code) for p in synthetic_problems(count, seed=seed + number, kinds=(kind,))]
+    rows = [
+        {"input": render_question(problem, tool=True), "output": "\n" + render_solution(code, *[_evaluate(code)] * 2)}
+        for problem, code in written
+    ]
+    random.Random(seed).shuffle(rows)
     return rows
 
 

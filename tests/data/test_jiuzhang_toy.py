@@ -122,8 +122,9 @@ def test_stage_times_add_up_across_resumed_runs(tmp_path):
 @pytest.mark.slow
 def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path, monkeypatch):
     """At a size CI can afford (minutes on 2 cores) the initial synthesis model is too weak to write rows for more
-    candidate texts than the budget B: its base model (400 passages x 3 epochs, 48 steps) is far from copying numbers
-    and the replies are degenerate or box numbers other than the printed ones. The driver
+    candidate texts than the budget B: its base model (128 wide x 3 layers, 400 worked problems x 3 epochs, 38 steps,
+    where the full run's has 192 x 4 and 7,500 problems) is far from copying numbers and the replies are degenerate
+    or box numbers other than the printed ones. The driver
     must run every stage before it (toy base model, teacher distillation over HTTP with executed tool outputs,
     synthesis model training, candidate synthesis), then refuse to select from too few texts in one line, keeping
     every stage's output for a rerun at a larger size."""
@@ -137,8 +138,9 @@ def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path,
         target_train=6,
         target_test=6,
         base_passages=400,
+        base_problems=0,
         seeds=[1],
-        base_flags="--num_train_epochs 3",
+        base_flags="--hidden_size 128 --num_hidden_layers 3 --num_attention_heads 4 --num_train_epochs 3",
         synthesis_flags="--num_train_epochs 4",
         final_flags="--num_train_epochs 2",
         select_flags="--num_train_epochs 2 --projection_dim 1024",
