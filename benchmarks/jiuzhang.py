@@ -150,7 +150,8 @@ def partial_section(results: dict) -> str:
         f"Toy run (`training/jiuzhang_toy.py`) **unfinished**: the comparison of influence-boosted against "
         f"random-boosted final models is not complete, so it is not claimed. Sizes: a generated corpus of "
         f"{args['corpus_size']} passages on 8 topics, {args['relevant_share']:.0%} on the target topic; a toy base "
-        f"model of {args['base_passages']} passages ({overrides(args['base_flags'])}); the scripted teacher (standing in for "
+        f"model of {args['base_passages']} toy problems and {args.get('base_problems', 0)} others "
+        f"({overrides(args['base_flags'])}); the scripted teacher (standing in for "
         f"GPT-4) writes about {args['initial_texts']} random texts; the initial synthesis model "
         f"({overrides(args['synthesis_flags'])}, {args['max_new_tokens']} new tokens per loop round) writes about the other "
         f"{texts}; LESS (real per-sample LoRA gradients, {overrides(args['select_flags'])}) ranks "
@@ -184,8 +185,8 @@ def partial_section(results: dict) -> str:
     stages = [[name, f"{seconds / 60:.1f}"] for name, seconds in results.get("stage_seconds", {}).items()]
     if stages:
         body += (
-            f"Time of the stages that ran ({results.get('wall_seconds', 0) / 60:.0f} minutes of wall time in all, on "
-            "the machine above shared with other helpers' jobs, the run at nice 15, one torch thread per process):"
+            f"Time of the shared stages that ran ({results.get('wall_seconds', 0) / 60:.0f} minutes of wall time, on "
+            "the machine above, 2 cores shared with whatever else ran; the (seed, arm) runs' own time is above):"
             "\n\n" + markdown_table(["stage", "minutes"], stages)
         )
     return body
@@ -224,11 +225,12 @@ def toy_section(results: dict) -> str:
     whole = results["total_seconds"] / 60  # every run in the workdir, resumed ones included (progress.json)
     return (
         f"Toy run (`training/jiuzhang_toy.py`, {whole:.0f} minutes wall time on the machine above"
-        + f"; the machine shared with other jobs, the run at nice 15, one torch thread per process; after the shared "
-        f"stages the (seed, arm) pairs ran {processes} at a time in their own processes): a generated corpus of {args['corpus_size']} passages on 8 topics, "
+        + f"; the shared stages with two torch threads, after them the (seed, arm) pairs {processes} at a time in their own processes, the cores shared out): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "
         "scripted teacher standing in for GPT-4 (deterministic, served over HTTP; some replies malformed or with "
-        "wrong claimed outputs); tiny Llama models fine-tuned from a toy base model that never saw the target topic. "
+        "wrong claimed outputs); tiny Llama models fine-tuned from a toy base model that never saw the target topic "
+        f"({args['base_passages']} toy problems and {args.get('base_problems', 0)} worked problems of the demo's "
+        "other kinds). "
         f"The teacher writes about {args['initial_texts']} random texts; the initial synthesis model writes about "
         f"the rest; LESS ranks those texts against {args['target_train']} target training problems; the boost round "
         f"sends B = {args['budget']} texts to the teacher, chosen by influence or at random (the baseline); each "
