@@ -177,24 +177,25 @@ def compare(results: dict, cell: tuple) -> tuple[float, float]:
     return difference(results[curve, si], (where, mode, early, "default"), (where, mode, early, name))
 
 
+def outcome(mean: float, margin: float) -> str:
+    """The default's result in a cell: worse or better when the whole interval lies below or above 0, else a tie."""
+    return "worse" if mean < -margin else "better" if mean > margin else "tie"
+
+
 def verdict(results: dict, curves: tuple, modes: tuple, earlies: tuple = (False, True)) -> str:
     """How many (scenario, placement, early stop) cells the default loses, ties or wins against each baseline."""
-    counts = {name: [0, 0, 0] for name in BASELINES}
+    counts = {name: {"worse": 0, "tie": 0, "better": 0} for name in BASELINES}
     for cell in comparisons(curves, modes, earlies):
-        mean, margin = compare(results, cell)
-        counts[cell[-1]][0 if mean < -margin else 2 if mean > margin else 1] += 1
-    return "; ".join(f"against {name}: {w} better, {t} tied, {lost} worse" for name, (lost, t, w) in counts.items())
+        counts[cell[-1]][outcome(*compare(results, cell))] += 1
+    return "; ".join(
+        f"against {name}: {n['better']} better, {n['tie']} tied, {n['worse']} worse" for name, n in counts.items()
+    )
 
 
 def worse_cells(results: dict) -> list[tuple]:
     """The cells of every table where the default's interval lies wholly below 0."""
     every = [*comparisons(("flat",), ("cancel", "sync")), *comparisons(("falling", "rising"), ("cancel",))]
-    worse = []
-    for cell in every:
-        mean, margin = compare(results, cell)
-        if mean < -margin:
-            worse.append(cell)
-    return worse
+    return [cell for cell in every if outcome(*compare(results, cell)) == "worse"]
 
 
 def confirmation_table(results: dict, confirmed: dict, flagged: list[tuple], seeds: range) -> str:
@@ -202,16 +203,15 @@ def confirmation_table(results: dict, confirmed: dict, flagged: list[tuple], see
     if not flagged:
         return "No cell of the tables above is worse, so nothing needed confirming."
     header = ["curve", "scenario", "hard problems", "execution", "early stop", "against", "table", "confirmation"]
-    rows = []
+    rows, still = [], 0
     for cell in flagged:
         curve, si, where, mode, early, name = cell
         mean, margin = compare(confirmed, cell)
-        verdict_ = "worse" if mean < -margin else "better" if mean > margin else "tie"
+        still += outcome(mean, margin) == "worse"
         rows.append(
             [curve, SCENARIOS[si].name.split(":")[0], where, mode, "yes" if early else "no", name,
-             "{:+.2f} ± {:.2f}".format(*compare(results, cell)), f"{mean:+.2f} ± {margin:.2f} ({verdict_})"]
+             "{:+.2f} ± {:.2f}".format(*compare(results, cell)), f"{mean:+.2f} ± {margin:.2f} ({outcome(mean, margin)})"]
         )  # fmt: skip
-    still = sum(row[-1].endswith("(worse)") for row in rows)
     return (
         f"{len(flagged)} of the tables' cells came out worse; each was rerun on {len(seeds)} fresh runs (seeds "
         f"{seeds[0]}-{seeds[-1]}, the same for every cell and policy). Worse again there: {still}.\n\n"
@@ -312,7 +312,8 @@ def main() -> None:
     flagged = worse_cells(results)
     confirm_seeds = range(first + CONFIRM_OFFSET, first + CONFIRM_OFFSET + args.confirm_runs)
     pairs = sorted({(curve, si) for curve, si, *_ in flagged})
-    confirmed = simulate_runs([(curve, si, seed) for curve, si in pairs for seed in confirm_seeds]) if pairs else {}
+    tasks = [(curve, si, seed) for curve, si in pairs for seed in confirm_seeds]
+    confirmed = simulate_runs(tasks) if tasks else {}  # nothing flagged, or --confirm-runs 0
     scenarios = "\n".join(
         f"- {s.name}: {s.total_s:,.0f} s budget, {s.load_s:.0f} s loading, {s.reserve_s:.0f} s reserve; "
         f"{s.candidates} candidates x {s.rounds} rounds of at most {s.max_new_tokens} tokens; median tokens per round "

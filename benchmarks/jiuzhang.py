@@ -225,7 +225,7 @@ def toy_section(results: dict) -> str:
     whole = results["total_seconds"] / 60  # every run in the workdir, resumed ones included (progress.json)
     return (
         f"Toy run (`training/jiuzhang_toy.py`, {whole:.0f} minutes wall time on the machine above"
-        + f"; the shared stages with two torch threads, after them the (seed, arm) pairs {processes} at a time in their own processes, the cores shared out): a generated corpus of {args['corpus_size']} passages on 8 topics, "
+        + f"; after the shared stages the (seed, arm) pairs ran {processes} at a time in their own processes, the cores shared out between them): a generated corpus of {args['corpus_size']} passages on 8 topics, "
         f"{args['relevant_share']:.0%} on the target topic (remainders of products and powers modulo 1000); a "
         "scripted teacher standing in for GPT-4 (deterministic, served over HTTP; some replies malformed or with "
         "wrong claimed outputs); tiny Llama models fine-tuned from a toy base model that never saw the target topic "

@@ -218,6 +218,7 @@ def test_bad_arguments_are_input_errors(overrides):
         (["5", "y"], "argument first_seed: invalid int value: 'y'"),
         (["1"], "runs must be at least 2"),
         (["5", "-3"], "first_seed must be >= 0"),
+        (["5", "--confirm-runs", "1"], "--confirm-runs must be 0 or at least 2"),
     ],
 )
 def test_the_simulation_rejects_bad_input_in_one_line(argv, message):
