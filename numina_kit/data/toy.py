@@ -274,9 +274,10 @@ BASE_KINDS = {"digit_sum": 1 / 6, "binomial": 5 / 12, "multiples": 5 / 12}
 
 
 def base_rows(size: int, *, seed: int = 0, problems: int = 0) -> list[dict]:
-    """Rows that stand in for the pre-training of the toy's base model, none on the target topic, shuffled: a problem
-    with its worked tool solution (the project's prompt format) for each of `size` passages of the irrelevant topics,
-    and `problems` more of the demo's kinds other than the target's (`BASE_KINDS`: longer, more varied numbers).
+    """Rows that stand in for the pre-training of the toy's base model, none on the target topic, shuffled: for each
+    of `size` passages of the irrelevant topics, the passage followed by the problem written from it and its worked
+    tool solution (the project's prompt format), and `problems` more problems of the demo's kinds other than the
+    target's (`BASE_KINDS`: longer, more varied numbers), without a passage.
 
     A real pipeline starts from a pretrained LM. What this one must bring is copying numbers from its context (the
     problem's into the code, the printed output into \\boxed{}), which a model of this size learns from thousands of
@@ -286,14 +287,18 @@ def base_rows(size: int, *, seed: int = 0, problems: int = 0) -> list[dict]:
     from numina_kit.data.problems import synthetic_problems
     from numina_kit.data.stages import render_question
 
-    written = [write_from_passage(t.text) for t in make_corpus(size, relevant_share=0.0, seed=seed)]
+    # (passage, problem, code): a passage before the problem written from it, as text and exercise meet in books
+    written = [(t.text, *write_from_passage(t.text)) for t in make_corpus(size, relevant_share=0.0, seed=seed)]
     counts = {kind: round(problems * share) for kind, share in BASE_KINDS.items()}
     counts["multiples"] += problems - sum(counts.values())
     for number, (kind, count) in enumerate(counts.items()):
-        written += [(p.problem, p.code) for p in synthetic_problems(count, seed=seed + number, kinds=(kind,))]
+        written += [("", p.problem, p.code) for p in synthetic_problems(count, seed=seed + number, kinds=(kind,))]
     rows = [
-        {"input": render_question(problem, tool=True), "output": "\n" + render_solution(code, *[_evaluate(code)] * 2)}
-        for problem, code in written
+        {
+            "input": (f"{passage}\n\n" if passage else "") + render_question(problem, tool=True),
+            "output": "\n" + render_solution(code, *[_evaluate(code)] * 2),
+        }
+        for passage, problem, code in written
     ]
     random.Random(seed).shuffle(rows)
     return rows

@@ -23,13 +23,24 @@ back for the H later hard problems, not for every later one (an easy problem sto
 and for at least the next one (an overrun eats into the next problem's time). The current problem must end, overrun
 included, before the end of the run, unless that would leave it less than its floor.
 
-With `ends_early=False` (the synchronous loop without an early-stop rule: `numina_kit.sctir.loop.ends_early`, which
-the notebook passes) a problem ends before its deadline only when every candidate does, within the same rounds, so
+Two facts about the run decide how much of that rule is used: whether an early-stop rule (or a decided vote) can end
+a problem (`stop_rule`; `numina_kit.sctir.loop.has_stop_rule`), and whether the engine cancels a problem at its
+deadline (`cancels`: the async engine; `numina_kit.sctir.loop.runs_async`). The notebook passes both.
+
+With neither (`ends_early` is False: the synchronous loop without an early-stop rule) a problem ends before its deadline only when every candidate does, within the same rounds, so
 nothing is saved to spend elsewhere and the prior that hard problems come later only takes time from them: every
 problem then gets the fair share, time left / problems left, under the same ceiling and end of run (the floor never
 binds: it is at most that share). The async engine keeps the rule above even without an early-stop rule: a problem
 ends once its candidates are all done, without waiting each round for the slowest one, and the time it saves is
 spent later (on the simulation, giving it the fair share lost to the clamp rule with AIMO-3's hard problems first).
+
+With only one of them the allotment is a fair share plus `partial_share` (0.6) of the rule's departure from it; the
+whole rule needs both. Under the synchronous loop with an early stop, time moved to a problem also moves the overrun
+of the round it lets start, and buys whole rounds only: on the simulation the full rule gave the first 45 problems
+about 80 s more than a fair share each and left the last five about half of one, losing to the fair share with
+AIMO-2's long rounds, while the fair share itself loses to the clamp rule with AIMO-3's hard problems first. Under
+the async engine without an early-stop rule only the problems whose candidates all finish save time, and the full
+rule lost to the fair share on the simulation's falling curve (docs/sctir.md).
 
 `easy_share` (0.6) is the time an easy problem is assumed to take before any has stopped early. Lower values give
 the first problems more than a fair share, which hard problems placed last then lack where easy problems run long (no
@@ -82,7 +93,9 @@ class TimeBudget:
     easy_share: float = 0.6  # time an easy problem takes before any is seen, in fair shares (see above)
     prior_weight: float = 3.0  # how many problems the easy-time prior counts for
     hard_margin_s: float = 10.0  # a problem that ends this close to its deadline counts as hard
-    ends_early: bool = True  # a problem can end before its deadline; False: every problem gets a fair share
+    stop_rule: bool = True  # an early-stop rule or a decided vote can end a problem before its deadline
+    cancels: bool = True  # the engine cancels a problem at its deadline (async); False: the synchronous loop
+    partial_share: float = 0.6  # with only one of those two, the share of the rule's departure from a fair share kept
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=float("nan"))
     history: list[Finished] = field(default_factory=list)
@@ -101,9 +114,16 @@ class TimeBudget:
             raise InputError(f"hard_share must be in [0, 1], got {self.hard_share}")
         if self.easy_share < 0:
             raise InputError(f"easy_share must be >= 0, got {self.easy_share}")
+        if not 0 <= self.partial_share <= 1:
+            raise InputError(f"partial_share must be in [0, 1], got {self.partial_share}")
         if self.started != self.started:  # NaN: start now
             self.started = self.clock()
         self.first_share = (self.total_s - self.reserve_s) / self.num_problems
+
+    @property
+    def ends_early(self) -> bool:
+        """Whether a problem can end before its deadline and leave time to later ones; if not, each gets a fair share."""
+        return self.stop_rule or self.cancels
 
     @property
     def end(self) -> float:
@@ -149,15 +169,19 @@ class TimeBudget:
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
         left, floor, over = self.remaining(), self.floor(), self.overrun()
+        fair = left / self.problems_left
         if self.ends_early:
             later = self.problems_left - 1
             promised = floor * later + over * max(self.later_hard(), min(later, 1))  # the next may follow an overrun
             allotted = max(min(self.share(), left - over - promised), floor)
+            if not (self.stop_rule and self.cancels):  # keep only part of the rule's departure from a fair share
+                allotted = self._capped(fair) + self.partial_share * (self._capped(allotted) - self._capped(fair))
         else:  # nothing is saved to redistribute: the fair share
-            allotted = left / self.problems_left
-        if self.ceiling_s is not None:
-            allotted = min(allotted, self.ceiling_s)
-        return max(min(allotted, max(left - over, floor)), 0.0)  # never less than the floor while time remains
+            allotted = fair
+        return max(min(self._capped(allotted), max(left - over, floor)), 0.0)  # the floor while time remains
+
+    def _capped(self, seconds: float) -> float:
+        return seconds if self.ceiling_s is None else min(seconds, self.ceiling_s)
 
     def deadline(self) -> float:
         """The absolute time on `clock` at which the next problem must stop; starts that problem's clock."""

@@ -61,11 +61,9 @@ def runs_async(config: SCTIRConfig, generator: Generator) -> bool:
     return config.engine == "async" or (config.engine == "auto" and is_streaming(generator))
 
 
-def ends_early(config: SCTIRConfig, generator: Generator) -> bool:
-    """Whether a problem can end before its deadline and leave time to later ones (`TimeBudget.ends_early`): an
-    early-stop rule, a decided vote, or the async engine, which ends a problem once its candidates are all done
-    instead of waiting each round for the slowest one."""
-    return config.early_stop is not None or config.stop_when_decided or runs_async(config, generator)
+def has_stop_rule(config: SCTIRConfig) -> bool:
+    """Whether an early-stop rule or a decided vote can end a problem before its deadline (`TimeBudget.stop_rule`)."""
+    return config.early_stop is not None or config.stop_when_decided
 
 
 def solve(

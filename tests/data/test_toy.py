@@ -31,3 +31,14 @@ def test_base_rows_are_reproducible_and_shuffled():
     assert first == again
     kinds = ["binom" in r["input"] or "digits" in r["input"] or "divisible" in r["input"] for r in first]
     assert kinds != sorted(kinds) and kinds != sorted(kinds, reverse=True)  # the two sources are mixed
+
+
+def test_base_passage_rows_hold_their_passage_before_the_problem_written_from_it():
+    passages = make_corpus(30, relevant_share=0.0, seed=5)
+    rows = base_rows(30, seed=5, problems=10)
+    with_passage = [r for r in rows if not r["input"].startswith("### Problem")]
+    assert len(with_passage) == 30
+    for text in passages:
+        problem, code = write_from_passage(text.text)
+        (row,) = [r for r in with_passage if r["input"].startswith(text.text + "\n\n")]
+        assert problem in row["input"] and code in row["output"]

@@ -133,20 +133,21 @@ def test_notebook_has_no_algorithm_code(notebook):
 
 
 @pytest.mark.parametrize(
-    ("competition", "early_stop", "when_decided", "engine", "ends_early"),
+    ("competition", "early_stop", "when_decided", "engine", "stop_rule", "cancels"),
     [
-        ("aimo1", None, False, "auto", False),  # a batch generator: the synchronous loop, no early stop
-        ("aimo2", {"agree": 4}, False, "sync", True),
-        ("aimo3", None, True, "sync", True),
-        ("aimo3", None, False, "async", True),
+        ("aimo1", None, False, "auto", False, False),  # a batch generator: the synchronous loop, no early stop
+        ("aimo2", {"agree": 4}, False, "sync", True, False),
+        ("aimo3", None, True, "sync", True, False),
+        ("aimo3", None, False, "async", False, True),
+        ("aimo3", {"agree": 4}, False, "async", True, True),
     ],
 )
 def test_the_notebook_budget_is_the_default_the_simulation_chose(
-    notebook, competition, early_stop, when_decided, engine, ends_early
+    notebook, competition, early_stop, when_decided, engine, stop_rule, cancels
 ):
     """The notebook's `TimeBudget(...)`, evaluated with its own parameters, is `benchmarks/budget.py`'s "default":
     TimeBudget's own policy and floor, capped only by the competition's per-call limit, told whether the config
-    can end a problem before its deadline (an early-stop rule, `stop_when_decided` or the async engine)."""
+    has an early-stop rule (or `stop_when_decided`) and whether its engine cancels at the deadline (the async one)."""
     import time
 
     from numina_kit.answers import competition_rule
@@ -159,11 +160,11 @@ def test_the_notebook_budget_is_the_default_the_simulation_chose(
     values = {}
     exec(code_cells(notebook)[0].source, {}, values)
     values.update(COMPETITION=competition, NOTEBOOK_START=time.monotonic(), time=time, TimeBudget=TimeBudget)
-    stop_rule = ConsistencyRule(**early_stop) if early_stop else None
+    consistency = ConsistencyRule(**early_stop) if early_stop else None
     values["config"] = SCTIRConfig(
-        competition=competition, early_stop=stop_rule, stop_when_decided=when_decided, engine=engine
+        competition=competition, early_stop=consistency, stop_when_decided=when_decided, engine=engine
     )
-    values.update(generator=ScriptedGenerator([]), ends_early=loop.ends_early)
+    values.update(generator=ScriptedGenerator([]), has_stop_rule=loop.has_stop_rule, runs_async=loop.runs_async)
     values["rule"] = rule = competition_rule(competition, kaggle=True)
     cell = next(cell.source for cell in code_cells(notebook) if "TimeBudget(" in cell.source)
     call = next(
@@ -173,11 +174,12 @@ def test_the_notebook_budget_is_the_default_the_simulation_chose(
     )
     budget = eval(compile(ast.Expression(call), "budget cell", "eval"), values)
     default = TimeBudget(total_s=budget.total_s, num_problems=budget.num_problems, reserve_s=budget.reserve_s)
-    for name in ("floor_s", "hard_share", "easy_share", "prior_weight", "hard_margin_s"):
+    for name in ("floor_s", "hard_share", "easy_share", "prior_weight", "hard_margin_s", "partial_share"):
         assert getattr(budget, name) == getattr(default, name), name
     assert budget.ceiling_s == rule.max_problem_s  # AIMO-2: 30 minutes less one; else none
     assert budget.floor() == pytest.approx(CLAMP_FLOOR * budget.first_share)
-    assert budget.ends_early == ends_early
+    assert budget.stop_rule == stop_rule
+    assert budget.cancels == cancels
 
 
 def install_cell(notebook):

@@ -2,11 +2,13 @@
 
 Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
 the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
-nothing while time remains), the overrun learned and kept for the later hard problems, the fair share without an early-stop rule, the ceiling (a competition's per-call limit), what the budget learns from finished
+nothing while time remains), the overrun learned and kept for the later hard problems, the fair share without an early-stop rule, the
+mix of the rule and the fair share with only one way to end early, the ceiling (a competition's per-call limit), what the budget learns from finished
 problems, the end of the budget, and bad arguments (of the class, and of the simulation's command line,
 benchmarks/budget.py).
 """
 
+import math
 import random
 import subprocess
 import sys
@@ -133,7 +135,7 @@ def test_without_an_early_stop_rule_every_problem_gets_the_fair_share(placement)
     """No early stop: nothing is saved for later, so each allotment is time left / problems left, whatever ran before
     (hard problems that overran their deadlines, easy ones that finished early) and in any order."""
     clock = FakeClock()
-    b = budget(clock, ends_early=False)
+    b = budget(clock, stop_rule=False, cancels=False)
     assert b.allotment() == pytest.approx(17400 / 50) and budget(FakeClock()).allotment() > 17400 / 50
     needs = [10**6] * 15 + [120.0] * 35
     if placement == "back":
@@ -154,11 +156,11 @@ def test_without_an_early_stop_rule_the_floor_ceiling_and_end_still_hold():
     """The fair share is never below the floor (the floor is at most that share), is capped by the ceiling, and the
     last problem still ends its expected overrun before the end unless that leaves it less than its floor."""
     clock = FakeClock()
-    b = budget(clock, ends_early=False, floor_s=300.0, ceiling_s=200.0)
+    b = budget(clock, stop_rule=False, cancels=False, floor_s=300.0, ceiling_s=200.0)
     assert b.allotment() == pytest.approx(200.0)  # the ceiling, below the 348 s fair share and the 300 s floor
     clock.now = 17400 - 50 * 10  # far behind: 500 s left for 50 problems
     assert b.floor() == pytest.approx(10.0) and b.allotment() == pytest.approx(10.0)
-    last = budget(FakeClock(), num_problems=2, ends_early=False, floor_s=100.0)
+    last = budget(FakeClock(), num_problems=2, stop_rule=False, cancels=False, floor_s=100.0)
     last.clock.now = last.deadline() + 50.0  # the first overran its deadline by 50 s
     last.done()
     assert last.allotment() == pytest.approx(last.remaining() - 50.0)
@@ -166,6 +168,32 @@ def test_without_an_early_stop_rule_the_floor_ceiling_and_end_still_hold():
     assert last.allotment() == pytest.approx(30.0)
     last.clock.now = last.end + 1.0
     assert last.allotment() == 0.0
+
+
+@pytest.mark.parametrize(("stop_rule", "cancels"), [(True, False), (False, True)])
+@pytest.mark.parametrize("partial_share", [0.0, 0.6, 1.0])
+def test_with_only_one_way_to_end_early_part_of_the_rules_departure_from_the_fair_share_is_kept(
+    stop_rule, cancels, partial_share
+):
+    """The synchronous loop with early stops, or the async engine without them: the allotment is fair +
+    partial_share x (the rule's - fair), after hard problems that overran and easy ones that stopped early alike;
+    never below the floor; a ceiling caps both before they are mixed. With both it is the rule; with neither, fair."""
+    for ceiling in (None, 400.0):
+        clock, rule_clock = FakeClock(), FakeClock()
+        part = budget(
+            clock, stop_rule=stop_rule, cancels=cancels, partial_share=partial_share, floor_s=300.0, ceiling_s=ceiling
+        )
+        rule = budget(rule_clock, floor_s=300.0, ceiling_s=ceiling)
+        for used in (2000.0, 100.0, 100.0, 3000.0):  # the same history for both, then compare the next allotment
+            for b, c in ((part, clock), (rule, rule_clock)):
+                b.deadline()
+                c.now += used
+                b.done()
+            fair = min(part.remaining() / part.problems_left, ceiling or math.inf)
+            expected = fair + partial_share * (rule.allotment() - fair)
+            assert part.allotment() == pytest.approx(expected) and part.allotment() >= part.floor()
+    assert budget(FakeClock(), stop_rule=stop_rule, cancels=cancels).allotment() > 17400 / 50  # hard ones expected
+    assert budget(FakeClock(), stop_rule=False, cancels=False).allotment() == pytest.approx(17400 / 50)
 
 
 def test_the_default_floor_is_the_clamp_rule_scaled_to_the_budget():
@@ -204,6 +232,8 @@ def test_past_the_end_the_deadline_is_now():
         {"ceiling_s": -5.0},
         {"hard_share": 1.5},
         {"easy_share": -0.1},
+        {"partial_share": 1.2},
+        {"partial_share": -0.1},
     ],
 )
 def test_bad_arguments_are_input_errors(overrides):
