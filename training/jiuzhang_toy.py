@@ -12,16 +12,16 @@ trained with training/sft.py, LESS influence from real per-sample gradients of a
 trained on the synthesized data and evaluated with SC-TIR on held-out target problems (`problems` kinds `product`
 and `power` with small numbers, never seen in training; the influence targets are a disjoint training split).
 
-Every model starts from a toy base model trained once on worked problems of the irrelevant topics and of the demo's
-kinds other than the target's (a stand-in for the pretrained LM the paper starts from: no model could learn to read
-and copy from a few hundred rows).
+Every model starts from a toy base model trained once on passages of the irrelevant topics, each followed by the
+worked problem written from it, and on worked problems of the demo's kinds other than the target's (a stand-in for
+the pretrained LM the paper starts from: no model could learn to read and copy from a few hundred rows).
 Stages 1-3 (initial distillation, the initial synthesis model, its candidate data and the selection) run once;
 for each seed, the boost round runs twice, with the top-B texts by influence and with B random texts, and each
 boosted synthesis model writes the final model's data. Results go to `<workdir>/results.json`, the stages' times
 so far to `<workdir>/progress.json`. A rerun of a workdir reuses a stage only if its key (recipe, input data, seed,
-flags, upstream model) is the one recorded in `<workdir>/stages/`; otherwise the stage is redone. The base model now
-copies numbers; the one run past the selection (docs/jiuzhang3.md) selected at chance, because the initial synthesis
-model's problems do not follow the passage's topic.
+flags, upstream model) is the one recorded in `<workdir>/stages/`; otherwise the stage is redone. With the defaults
+the influence-boosted final models beat the random-boosted ones in each of 3 seeds (docs/jiuzhang3.md: 67.8% against
+36.7% mean held-out accuracy; 113 minutes on 2 cores with `--processes 2`).
 """
 
 import hashlib
