@@ -27,12 +27,13 @@ Two facts about the run decide how much of that rule is used: whether an early-s
 a problem (`stop_rule`; `numina_kit.sctir.loop.has_stop_rule`), and whether the engine cancels a problem at its
 deadline (`cancels`: the async engine; `numina_kit.sctir.loop.runs_async`). The notebook passes both.
 
-With neither (`ends_early` is False: the synchronous loop without an early-stop rule) a problem ends before its deadline only when every candidate does, within the same rounds, so
-nothing is saved to spend elsewhere and the prior that hard problems come later only takes time from them: every
-problem then gets the fair share, time left / problems left, under the same ceiling and end of run (the floor never
-binds: it is at most that share). The async engine keeps the rule above even without an early-stop rule: a problem
-ends once its candidates are all done, without waiting each round for the slowest one, and the time it saves is
-spent later (on the simulation, giving it the fair share lost to the clamp rule with AIMO-3's hard problems first).
+With neither (`ends_early` is False: the synchronous loop without an early-stop rule) a problem ends before its
+deadline only when every candidate does, within the same rounds, so nothing is saved to spend elsewhere and the
+prior that hard problems come later only takes time from them: every problem then gets the fair share, time left /
+problems left, under the same ceiling and end of run (the floor never binds: it is at most that share). The async
+engine without an early-stop rule does save time (a problem ends once its candidates are all done, without waiting
+each round for the slowest one), and on the simulation the fair share there lost to the clamp rule with AIMO-3's
+hard problems first.
 
 With only one of them the allotment is a fair share plus `partial_share` (0.6) of the rule's departure from it; the
 whole rule needs both. Under the synchronous loop with an early stop, time moved to a problem also moves the overrun
@@ -122,7 +123,7 @@ class TimeBudget:
 
     @property
     def ends_early(self) -> bool:
-        """Whether a problem can end before its deadline and leave time to later ones; if not, each gets a fair share."""
+        """Whether a problem can end before its deadline, leaving time to later ones; if not, each gets a fair share."""
         return self.stop_rule or self.cancels
 
     @property
