@@ -170,16 +170,16 @@ class TimeBudget:
     def allotment(self) -> float:
         """Seconds the next problem gets (see the module docstring); 0 once the budget is spent."""
         left, floor, over = self.remaining(), self.floor(), self.overrun()
-        fair = left / self.problems_left
+        fair = self._capped(left / self.problems_left)
         if self.ends_early:
             later = self.problems_left - 1
             promised = floor * later + over * max(self.later_hard(), min(later, 1))  # the next may follow an overrun
-            allotted = max(min(self.share(), left - over - promised), floor)
+            allotted = self._capped(max(min(self.share(), left - over - promised), floor))
             if not (self.stop_rule and self.cancels):  # keep only part of the rule's departure from a fair share
-                allotted = self._capped(fair) + self.partial_share * (self._capped(allotted) - self._capped(fair))
+                allotted = fair + self.partial_share * (allotted - fair)
         else:  # nothing is saved to redistribute: the fair share
             allotted = fair
-        return max(min(self._capped(allotted), max(left - over, floor)), 0.0)  # the floor while time remains
+        return max(min(allotted, max(left - over, floor)), 0.0)  # never less than the floor while time remains
 
     def _capped(self, seconds: float) -> float:
         return seconds if self.ceiling_s is None else min(seconds, self.ceiling_s)
