@@ -123,9 +123,8 @@ def test_stage_times_add_up_across_resumed_runs(tmp_path):
 def test_toy_pipeline_at_test_scale_stops_before_selection_in_one_line(tmp_path, monkeypatch):
     """At a size CI can afford (minutes on 2 cores) the initial synthesis model is too weak to write rows for more
     candidate texts than the budget B: its base model (128 wide x 3 layers, 400 passages with their worked problems x
-    3 epochs, 38 steps, where the full run's has 192 x 4 and 7,500 rows) is far from copying numbers and the replies are degenerate
-    or box numbers other than the printed ones. The driver
-    must run every stage before it (toy base model, teacher distillation over HTTP with executed tool outputs,
+    3 epochs, 38 steps, where the full run's has 192 x 4 and 7,500 rows) is far from copying numbers and the replies
+    are degenerate or box numbers other than the printed ones. The driver must run every stage before it (toy base model, teacher distillation over HTTP with executed tool outputs,
     synthesis model training, candidate synthesis), then refuse to select from too few texts in one line, keeping
     every stage's output for a rerun at a larger size."""
     monkeypatch.syspath_prepend(str(REPO / "training"))  # the driver imports sft.py and friends as it goes

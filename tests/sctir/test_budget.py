@@ -2,10 +2,10 @@
 
 Covers the share (time left split between the hard problems expected to come and the easy ones, which stop early),
 the floor promised to every later problem (shrinking to an equal share when time is short, so no problem gets
-nothing while time remains), the overrun learned and kept for the later hard problems, the fair share without an early-stop rule, the
-mix of the rule and the fair share with only one way to end early, the ceiling (a competition's per-call limit), what the budget learns from finished
-problems, the end of the budget, and bad arguments (of the class, and of the simulation's command line,
-benchmarks/budget.py).
+nothing while time remains), the overrun learned and kept for the later hard problems, the fair share without an
+early-stop rule, the mix of the rule and the fair share with only one way to end early, the ceiling (a competition's
+per-call limit), what the budget learns from finished problems, the end of the budget, and bad arguments (of the
+class, and of the simulation's command line, benchmarks/budget.py).
 """
 
 import math
@@ -177,7 +177,8 @@ def test_with_only_one_way_to_end_early_part_of_the_rules_departure_from_the_fai
 ):
     """The synchronous loop with early stops, or the async engine without them: the allotment is fair +
     partial_share x (the rule's - fair), after hard problems that overran and easy ones that stopped early alike;
-    never below the floor; a ceiling caps both before they are mixed. With both it is the rule; with neither, fair."""
+    never below the floor; a ceiling caps both before they are mixed. The rule is the default budget's (both ways);
+    with neither, the allotment is the fair share."""
     for ceiling in (None, 400.0):
         clock, rule_clock = FakeClock(), FakeClock()
         part = budget(
